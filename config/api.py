@@ -1,0 +1,95 @@
+"""API plumbing shared by every app: the error format and pagination.
+
+Errors are ``{"code": ..., "message": ..., "field": ...}`` (``field`` optional)
+with a 4xx status; validation errors report the first field at fault and list
+every problem under ``errors``.
+"""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, pagination
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from oms.services import OrderError
+from registry.ledger import LedgerError
+from registry.services import RegistryError
+
+
+class ApiError(exceptions.APIException):
+    """Raise from a view for a specific code and status."""
+
+    def __init__(self, code: str, message: str, *, status_code: int = 400, field: str = "") -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code = status_code
+        self.error_code = code
+        self.field = field
+
+
+def error_body(code: str, message: str, field: str = "", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    body.update(extra)
+    return body
+
+
+def _validation_body(detail: Any) -> dict[str, Any]:
+    problems: list[dict[str, str]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, key if not path else f"{path}.{key}")
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner, path)
+        else:
+            code = getattr(value, "code", "invalid") or "invalid"
+            problems.append({"field": path, "code": str(code), "message": str(value)})
+
+    walk(detail, "")
+    first = problems[0] if problems else {"field": "", "code": "invalid", "message": "Invalid input."}
+    field = first["field"] if first["field"] != "non_field_errors" else ""
+    message = f"{field}: {first['message']}" if field else first["message"]
+    return error_body(first["code"], message, field, errors=problems)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, OrderError):
+        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status)
+    if isinstance(exc, RegistryError):
+        return Response(error_body(exc.code, exc.message, exc.field), status=400)
+    if isinstance(exc, LedgerError):
+        return Response(error_body(exc.code, str(exc)), status=422)
+    if isinstance(exc, ApiError):
+        return Response(error_body(exc.error_code, str(exc.detail), exc.field), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = _validation_body(exc.detail)
+    elif isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else "error"
+        response.data = error_body(code, str(exc.detail))
+    return response
+
+
+class CursorPagination(pagination.CursorPagination):
+    """Stable paging for tables that grow: newest first by id."""
+
+    ordering = "-id"
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+
+class PageNumberPagination(pagination.PageNumberPagination):
+    page_size_query_param = "limit"
+    max_page_size = 1000

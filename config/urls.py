@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from exchange.api import HolidayViewSet, MarketViewSet, SymbolViewSet
+from oms.api import OrderViewSet
+from registry.api import AccountViewSet
+
+router = DefaultRouter(trailing_slash=False)
+router.register("markets", MarketViewSet, basename="market")
+router.register("symbols", SymbolViewSet, basename="symbol")
+router.register("holidays", HolidayViewSet, basename="holiday")
+router.register("accounts", AccountViewSet, basename="account")
+router.register("orders", OrderViewSet, basename="order")
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("healthz", healthz),
+]

@@ -1,0 +1,197 @@
+"""REST: markets, symbols, their books and trades, holidays, and market control."""
+
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Sum
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, permissions, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.api import ApiError, CursorPagination
+from exchange.models import Holiday, Market, Symbol, Trade
+from exchange.services import market_set_state, market_to_wire
+from exchange.streams import stream_current
+from exchange.wire import trade_to_wire
+from oms.models import RESTING_STATUSES, Order
+
+
+class MarketSerializer(serializers.ModelSerializer[Market]):
+    class Meta:
+        model = Market
+        fields = ["code"]
+
+    def to_representation(self, instance: Market) -> dict[str, Any]:
+        return market_to_wire(instance)
+
+
+class MarketActionSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class IsStaffOrIntegration(permissions.BasePermission):
+    """Staff users, or integration tokens whose user is staff."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_staff)
+
+
+class MarketViewSet(viewsets.ReadOnlyModelViewSet[Market]):
+    queryset = Market.objects.select_related("currency").order_by("code")
+    serializer_class = MarketSerializer
+    lookup_field = "code"
+    pagination_class = None
+
+    def _control(self, request: Request, code: str, action_name: str) -> Response:
+        body = MarketActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        market = market_set_state(
+            market=self.get_object(),
+            action=action_name,
+            acting_user=request.user,
+            reason=body.validated_data.get("reason", ""),
+        )
+        return Response(market_to_wire(market))
+
+    @extend_schema(request=MarketActionSerializer, responses=MarketSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffOrIntegration])
+    def open(self, request: Request, code: str) -> Response:
+        return self._control(request, code, "open")
+
+    @extend_schema(request=MarketActionSerializer, responses=MarketSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffOrIntegration])
+    def halt(self, request: Request, code: str) -> Response:
+        return self._control(request, code, "halt")
+
+    @extend_schema(request=MarketActionSerializer, responses=MarketSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffOrIntegration])
+    def resume(self, request: Request, code: str) -> Response:
+        return self._control(request, code, "resume")
+
+    @extend_schema(request=MarketActionSerializer, responses=MarketSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffOrIntegration])
+    def close(self, request: Request, code: str) -> Response:
+        return self._control(request, code, "close")
+
+
+class SymbolSerializer(serializers.ModelSerializer[Symbol]):
+    id = serializers.CharField(source="identifier", read_only=True)
+    market = serializers.CharField(source="market.code", read_only=True)
+    currency = serializers.CharField(source="currency.code", read_only=True)
+    tick_size = serializers.SerializerMethodField()
+    lot_size = serializers.SerializerMethodField()
+    min_quantity = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Symbol
+        fields = ["id", "market", "code", "name", "currency", "tick_size", "lot_size", "min_quantity", "status"]
+
+    def get_tick_size(self, symbol: Symbol) -> str:
+        return str(symbol.format_price(symbol.tick_size))
+
+    def get_lot_size(self, symbol: Symbol) -> str:
+        return str(symbol.asset.quantize(symbol.lot_size))
+
+    def get_min_quantity(self, symbol: Symbol) -> str:
+        return str(symbol.asset.quantize(symbol.min_quantity))
+
+
+class TradeSerializer(serializers.ModelSerializer[Trade]):
+    class Meta:
+        model = Trade
+        fields = ["id", "seq", "symbol", "price", "quantity", "aggressor_side", "executed_at"]
+
+    def to_representation(self, instance: Trade) -> dict[str, Any]:
+        return trade_to_wire(instance)
+
+
+def symbol_from_identifier(identifier: str) -> Symbol:
+    market_code, _, code = identifier.partition(":")
+    symbol = (
+        Symbol.objects.select_related("market", "asset", "currency")
+        .filter(market__code=market_code, code=code)
+        .first()
+    )
+    if symbol is None:
+        raise ApiError("not_found", f"There is no symbol {identifier!r}.", status_code=404)
+    return symbol
+
+
+def book_snapshot(symbol: Symbol, depth: int | None) -> dict[str, Any]:
+    """Price levels aggregated from the resting orders, with the ``book`` stream
+    sequence they reflect (read in one snapshot)."""
+    topic = f"book.{symbol.identifier}"
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        seq = stream_current([topic])[topic]
+        levels = (
+            Order.objects.filter(symbol=symbol, status__in=RESTING_STATUSES)
+            .values("side", "price")
+            .annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))
+        )
+        bids = sorted((lv for lv in levels if lv["side"] == Order.Side.BUY), key=lambda lv: -lv["price"])
+        asks = sorted((lv for lv in levels if lv["side"] == Order.Side.SELL), key=lambda lv: lv["price"])
+    def rows(side_levels: list[dict[str, Any]]) -> list[list[Any]]:
+        return [
+            [str(symbol.format_price(lv["price"])), str(symbol.asset.quantize(lv["quantity"])), lv["orders"]]
+            for lv in side_levels[:depth]
+        ]
+    return {"symbol": symbol.identifier, "seq": seq, "bids": rows(bids), "asks": rows(asks)}
+
+
+class SymbolViewSet(viewsets.ReadOnlyModelViewSet[Symbol]):
+    queryset = Symbol.objects.select_related("market", "asset", "currency").order_by("market__code", "code")
+    serializer_class = SymbolSerializer
+    lookup_value_regex = r"[A-Za-z0-9]+:[A-Za-z0-9]+"
+    filterset_fields = ["status"]
+    pagination_class = None
+
+    def get_object(self) -> Symbol:
+        return symbol_from_identifier(self.kwargs["pk"])
+
+    @extend_schema(
+        responses=inline_serializer(
+            "Book",
+            {
+                "symbol": serializers.CharField(),
+                "seq": serializers.IntegerField(),
+                "bids": serializers.ListField(child=serializers.ListField()),
+                "asks": serializers.ListField(child=serializers.ListField()),
+            },
+        )
+    )
+    @action(detail=True, methods=["get"])
+    def book(self, request: Request, pk: str) -> Response:
+        depth_param = request.query_params.get("depth", "50")
+        if not depth_param.isdigit() or not 1 <= int(depth_param) <= 1000:
+            raise ApiError("invalid_depth", "depth must be an integer from 1 to 1000.", field="depth")
+        return Response(book_snapshot(self.get_object(), int(depth_param)))
+
+    @extend_schema(responses=TradeSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def trades(self, request: Request, pk: str) -> Response:
+        symbol = self.get_object()
+        queryset = Trade.objects.filter(symbol=symbol).select_related(
+            "symbol__market", "symbol__asset"
+        )
+        paginator = CursorPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response([trade_to_wire(t) for t in page])
+
+
+class HolidaySerializer(serializers.ModelSerializer[Holiday]):
+    market = serializers.CharField(source="market.code")
+
+    class Meta:
+        model = Holiday
+        fields = ["id", "market", "date", "name"]
+
+
+class HolidayViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Holiday]):
+    queryset = Holiday.objects.select_related("market").order_by("date")
+    serializer_class = HolidaySerializer
+    filterset_fields = {"market__code": ["exact"], "date": ["gte", "lte"]}

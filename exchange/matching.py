@@ -1,0 +1,567 @@
+"""The matching worker: the one bridge between the pure engine and the database.
+
+One worker owns a market at a time (a PostgreSQL advisory lock; a process-local lock
+in the embedded profile). It rebuilds its books from the stored open orders, then
+repeatedly takes a batch of requests from the market's inbox in arrival order,
+applies them to the in-memory books and persists the whole outcome (order states,
+trades, ledger postings, events, stream sequences) in one transaction. Messages are
+published after commit. If anything fails the transaction rolls back, the in-memory
+books are discarded and rebuilt from the database, so a crash at any instant loses
+no acknowledged order and duplicates no fill.
+
+This module imports ``oms``: it is the one place that orchestrates engine results
+into orders, trades and ledger postings.
+"""
+
+import hashlib
+import logging
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from exchange import engine
+from exchange.models import Market, Symbol, Trade
+from exchange.streams import Message, publish_on_commit, stream_advance, stream_message
+from exchange.wakeup import MarketWaiter
+from exchange.wire import trade_to_wire
+from oms.models import RESTING_STATUSES, Order, OrderEvent, OrderRequest, OrderStatus
+from oms.publish import private_messages
+from oms.services import buy_reservation
+from registry.ledger import LedgerBatch, Line
+from registry.models import Account, Bucket, JournalEntry
+from registry.services import system_account
+
+logger = logging.getLogger(__name__)
+
+_SIDE = {Order.Side.BUY: engine.Side.BUY, Order.Side.SELL: engine.Side.SELL}
+_TYPE = {Order.Type.LIMIT: engine.OrderType.LIMIT, Order.Type.MARKET: engine.OrderType.MARKET}
+_TIF = {
+    Order.TimeInForce.GTC: engine.TimeInForce.GTC,
+    Order.TimeInForce.IOC: engine.TimeInForce.IOC,
+    Order.TimeInForce.FOK: engine.TimeInForce.FOK,
+}
+_local_owners: dict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def book_topic(symbol: Symbol) -> str:
+    return f"book.{symbol.identifier}"
+
+
+def trades_topic(symbol: Symbol) -> str:
+    return f"trades.{symbol.identifier}"
+
+
+def advisory_key(market_code: str) -> int:
+    digest = hashlib.sha256(f"xchange-matcher:{market_code}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class MarketOwnership:
+    """Exactly one owner per market: a session-level advisory lock held on the
+    worker's own database connection (released by PostgreSQL if the process or
+    the connection dies), or a process-local lock for SQLite."""
+
+    def __init__(self, market_code: str) -> None:
+        self.market_code = market_code
+        self._local: threading.Lock | None = None
+
+    def try_acquire(self) -> bool:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_try_advisory_lock(%s)", [advisory_key(self.market_code)]
+                )
+                return bool(cursor.fetchone()[0])
+        lock = _local_owners[self.market_code]
+        if lock.acquire(blocking=False):
+            self._local = lock
+            return True
+        return False
+
+    def release(self) -> None:
+        if self._local is not None:
+            self._local.release()
+            self._local = None
+        elif connection.vendor == "postgresql" and connection.connection is not None:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_advisory_unlock(%s)", [advisory_key(self.market_code)]
+                    )
+            except DatabaseError:
+                pass
+
+
+@dataclass
+class _OrderState:
+    order: Order
+    events: list[OrderEvent] = field(default_factory=list)
+    changed: bool = False
+
+    def move(self, to_status: str, *, reason: str = "", **fill: object) -> None:
+        if self.order.status != to_status or fill:
+            self.events.append(
+                OrderEvent(
+                    order=self.order,
+                    from_status=self.order.status,
+                    to_status=to_status,
+                    reason=reason,
+                    **fill,
+                )
+            )
+        self.order.status = to_status
+        if reason:
+            self.order.status_reason = reason
+        self.changed = True
+
+
+@dataclass
+class _Fill:
+    symbol: Symbol
+    event: engine.Fill
+    buy: _OrderState
+    sell: _OrderState
+    aggressor: str
+
+
+class MatchingWorker:
+    """Matches one market. ``run()`` blocks until ``stop_event`` is set."""
+
+    def __init__(
+        self,
+        market_code: str,
+        *,
+        batch_size: int = 200,
+        poll_seconds: float = 1.0,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.market_code = market_code
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.stop_event = stop_event or threading.Event()
+        self.market: Market | None = None
+        self.books: dict[int, engine.OrderBook] = {}
+        self.symbols: dict[int, Symbol] = {}
+        self.is_owner = False
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def run(self) -> None:
+        ownership = MarketOwnership(self.market_code)
+        waiter: MarketWaiter | None = None
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if not self.is_owner:
+                        self.is_owner = ownership.try_acquire()
+                        if not self.is_owner:
+                            self.stop_event.wait(self.poll_seconds)
+                            continue
+                        logger.info("matcher owns market %s", self.market_code)
+                        self.rebuild()
+                    if waiter is None:
+                        waiter = MarketWaiter(self.market_code)
+                    if self.process_batch() == 0:
+                        waiter.wait(self.poll_seconds)
+                except (OperationalError, InterfaceError):
+                    logger.exception("database connection lost; re-acquiring market")
+                    self._reset(ownership)
+                    if waiter is not None:
+                        waiter.close()
+                        waiter = None
+                    self.stop_event.wait(self.poll_seconds)
+                except Exception:
+                    logger.exception("matching batch failed; rebuilding the book")
+                    self.books.clear()
+                    self.stop_event.wait(self.poll_seconds)
+                    self.rebuild()
+        finally:
+            if waiter is not None:
+                waiter.close()
+            if self.is_owner:
+                ownership.release()
+            connection.close()
+
+    def _reset(self, ownership: MarketOwnership) -> None:
+        self.is_owner = False
+        self.books.clear()
+        ownership.release()
+        connection.close()
+
+    def rebuild(self) -> None:
+        """Load the market and rebuild every book from the stored resting orders."""
+        self.market = Market.objects.get(code=self.market_code)
+        self.symbols = {
+            s.pk: s
+            for s in Symbol.objects.filter(market=self.market).select_related(
+                "market", "asset", "currency"
+            )
+        }
+        self.books = {symbol_id: engine.OrderBook() for symbol_id in self.symbols}
+        resting = Order.objects.filter(
+            market=self.market, status__in=RESTING_STATUSES
+        ).order_by("priority", "id")
+        for order in resting.iterator(chunk_size=2000):
+            symbol = self.symbols[order.symbol_id]
+            assert order.price is not None
+            self.books[order.symbol_id].apply(
+                engine.RestoreOrder(
+                    order_id=order.pk,
+                    side=_SIDE[order.side],
+                    price=symbol.to_ticks(order.price),
+                    quantity=symbol.to_lots(order.remaining_quantity),
+                    owner=order.account_id,
+                )
+            )
+
+    # -- one batch ------------------------------------------------------------------
+
+    def process_batch(self) -> int:
+        """Take up to ``batch_size`` requests and persist their outcome; returns how
+        many requests were processed."""
+        assert self.market is not None
+        with transaction.atomic(durable=True):
+            market = Market.objects.get(pk=self.market.pk)
+            self.market = market
+            inbox = OrderRequest.objects.filter(market=market, processed_at__isnull=True)
+            if market.state != Market.State.OPEN:
+                inbox = inbox.filter(kind=OrderRequest.Kind.CANCEL)
+            requests = list(inbox.order_by("id")[: self.batch_size])
+            if not requests:
+                return 0
+            try:
+                _Batch(self, market, requests).persist()
+            except BaseException:
+                # The books already hold this batch's effects: start again from
+                # what the database says.
+                self.books.clear()
+                raise
+        return len(requests)
+
+    def book_for(self, symbol_id: int) -> engine.OrderBook:
+        if symbol_id not in self.books:
+            self.symbols[symbol_id] = Symbol.objects.select_related(
+                "market", "asset", "currency"
+            ).get(pk=symbol_id)
+            self.books[symbol_id] = engine.OrderBook()
+        return self.books[symbol_id]
+
+
+class _Batch:
+    """The outcome of one batch of requests, persisted in the caller's transaction."""
+
+    def __init__(self, worker: MatchingWorker, market: Market, requests: list[OrderRequest]) -> None:
+        self.worker = worker
+        self.market = market
+        self.requests = requests
+        self.now = timezone.now()
+        self.states: dict[int, _OrderState] = {}
+        self.fills: list[_Fill] = []
+        self.touched_levels: defaultdict[int, set[tuple[engine.Side, int]]] = defaultdict(set)
+
+    def _load_orders(self, order_ids: set[int]) -> None:
+        missing = order_ids - self.states.keys()
+        if not missing:
+            return
+        orders = Order.objects.select_for_update(of=("self",)).select_related(
+            "symbol__market", "symbol__asset", "symbol__currency", "held_asset"
+        ).filter(pk__in=missing).order_by("pk")
+        for order in orders:
+            self.states[order.pk] = _OrderState(order)
+
+    def persist(self) -> None:
+        self._load_orders({request.order_id for request in self.requests})
+        for request in self.requests:
+            state = self.states[request.order_id]
+            if request.kind == OrderRequest.Kind.PLACE:
+                self._place(request, state)
+            else:
+                self._cancel(state)
+        self._write()
+
+    # -- applying requests to the books -------------------------------------------
+
+    def _place(self, request: OrderRequest, state: _OrderState) -> None:
+        order = state.order
+        if order.status != OrderStatus.PENDING:
+            return  # cancelled before it reached the book
+        symbol = self.worker.symbols.get(order.symbol_id) or order.symbol
+        if symbol.status != Symbol.Status.ACTIVE:
+            state.move(OrderStatus.REJECTED, reason="symbol_not_active")
+            return
+        book = self.worker.book_for(order.symbol_id)
+        assert order.price is not None
+        events = book.apply(
+            engine.NewOrder(
+                order_id=order.pk,
+                side=_SIDE[order.side],
+                order_type=_TYPE[order.type],
+                time_in_force=_TIF[order.time_in_force],
+                quantity=symbol.to_lots(order.quantity),
+                price=symbol.to_ticks(order.price),
+                owner=order.account_id,
+            )
+        )
+        self._apply_events(symbol, events, priority=request.pk)
+
+    def _cancel(self, state: _OrderState) -> None:
+        order = state.order
+        if order.status == OrderStatus.PENDING:
+            # Its place request has not been matched (the market is not open).
+            state.move(OrderStatus.CANCELLED, reason="requested")
+        elif order.status in RESTING_STATUSES:
+            symbol = self.worker.symbols[order.symbol_id]
+            events = self.worker.book_for(order.symbol_id).apply(engine.CancelOrder(order.pk))
+            self._apply_events(symbol, events, priority=None)
+
+    def _apply_events(self, symbol: Symbol, events: list[engine.Event], priority: int | None) -> None:
+        maker_ids = {e.maker_order_id for e in events if isinstance(e, engine.Fill)}
+        self._load_orders(maker_ids)
+        touched = self.touched_levels[symbol.pk]
+        for event in events:
+            if isinstance(event, engine.Accepted):
+                self.states[event.order_id].move(OrderStatus.ACCEPTED)
+            elif isinstance(event, engine.Fill):
+                self._fill(symbol, event)
+                maker = self.states[event.maker_order_id].order
+                touched.add((_SIDE[maker.side], event.price))
+            elif isinstance(event, engine.Rested):
+                state = self.states[event.order_id]
+                state.order.priority = priority
+                if state.order.status == OrderStatus.ACCEPTED:
+                    state.move(OrderStatus.WORKING)
+                touched.add((event.side, event.price))
+            elif isinstance(event, engine.Cancelled):
+                state = self.states[event.order_id]
+                if event.reason == engine.CancelReason.REQUESTED:
+                    assert state.order.price is not None
+                    touched.add((_SIDE[state.order.side], symbol.to_ticks(state.order.price)))
+                state.move(OrderStatus.CANCELLED, reason=event.reason.value)
+            elif isinstance(event, engine.Rejected):
+                state = self.states[event.order_id]
+                if state.order.status == OrderStatus.PENDING:
+                    state.move(OrderStatus.REJECTED, reason=event.reason.value)
+                else:
+                    logger.warning("engine rejected %s: %s", event.order_id, event.reason)
+
+    def _fill(self, symbol: Symbol, event: engine.Fill) -> None:
+        taker = self.states[event.taker_order_id]
+        maker = self.states[event.maker_order_id]
+        buy, sell = (taker, maker) if taker.order.side == Order.Side.BUY else (maker, taker)
+        quantity = symbol.from_lots(event.quantity)
+        price = symbol.from_ticks(event.price)
+        self.fills.append(_Fill(symbol, event, buy, sell, taker.order.side))
+        for state in (taker, maker):
+            order = state.order
+            order.filled_quantity += quantity
+            order.filled_value += price * quantity
+            filled = order.filled_quantity == order.quantity
+            state.move(
+                OrderStatus.FILLED if filled else OrderStatus.PARTIALLY_FILLED,
+                fill_quantity=quantity,
+                fill_price=price,
+            )
+
+    # -- persistence -----------------------------------------------------------------
+
+    def _write(self) -> None:
+        fee_account = self.market.fee_account or system_account(Account.Kind.FEES)
+        keys: set[tuple[int, int]] = set()
+        for fill in self.fills:
+            for state in (fill.buy, fill.sell):
+                keys.add((state.order.account_id, fill.symbol.currency_id))
+                keys.add((state.order.account_id, fill.symbol.asset_id))
+            keys.add((fee_account.pk, fill.symbol.currency_id))
+        for state in self.states.values():
+            if state.order.is_terminal:
+                keys.add((state.order.account_id, state.order.held_asset_id))
+        ledger = LedgerBatch(keys)
+        trades = self._create_trades()
+        for fill, trade in zip(self.fills, trades, strict=True):
+            self._post_trade(ledger, fee_account, fill, trade)
+        for state in self.states.values():
+            if state.order.is_terminal and state.order.held_amount:
+                self._release(ledger, state, state.order.held_amount)
+        ledger.flush()
+        changed = [s for s in self.states.values() if s.changed]
+        for state in changed:
+            state.order.updated_at = self.now
+        Order.objects.bulk_update(
+            [s.order for s in changed],
+            [
+                "status",
+                "status_reason",
+                "filled_quantity",
+                "filled_value",
+                "fees",
+                "held_amount",
+                "priority",
+                "updated_at",
+            ],
+        )
+        events = [event for state in changed for event in state.events]
+        for event in events:
+            event.created_at = self.now
+        OrderEvent.objects.bulk_create(events)
+        OrderRequest.objects.filter(pk__in=[r.pk for r in self.requests]).update(
+            processed_at=self.now
+        )
+        messages = self._market_messages(trades)
+        messages += private_messages(
+            orders=[s.order for s in changed],
+            balances=[ledger.balances[key] for key in sorted(keys)],
+        )
+        publish_on_commit(messages)
+
+    def _create_trades(self) -> list[Trade]:
+        if not self.fills:
+            return []
+        counts = Counter(trades_topic(fill.symbol) for fill in self.fills)
+        next_seq = stream_advance(counts)
+        trades = []
+        for fill in self.fills:
+            topic = trades_topic(fill.symbol)
+            price = fill.symbol.from_ticks(fill.event.price)
+            quantity = fill.symbol.from_lots(fill.event.quantity)
+            value = fill.symbol.currency.quantize(price * quantity)
+            buyer_fee, seller_fee = self._fees(fill, value)
+            trades.append(
+                Trade(
+                    symbol=fill.symbol,
+                    seq=next_seq[topic],
+                    price=price,
+                    quantity=quantity,
+                    value=value,
+                    buyer_fee=buyer_fee,
+                    seller_fee=seller_fee,
+                    aggressor_side=fill.aggressor,
+                    buy_order_id=fill.buy.order.pk,
+                    sell_order_id=fill.sell.order.pk,
+                    buyer_id=fill.buy.order.account_id,
+                    seller_id=fill.sell.order.account_id,
+                    executed_at=self.now,
+                )
+            )
+            next_seq[topic] += 1
+        return Trade.objects.bulk_create(trades)
+
+    def _fees(self, fill: _Fill, value: Decimal) -> tuple[Decimal, Decimal]:
+        """(buyer fee, seller fee): maker/taker rates, rounded down to the currency."""
+        maker, taker = self.market.maker_fee_bps, self.market.taker_fee_bps
+        buyer_rate, seller_rate = (
+            (taker, maker) if fill.aggressor == Order.Side.BUY else (maker, taker)
+        )
+        currency = fill.symbol.currency
+        return (
+            currency.quantize(value * buyer_rate / Decimal(10000)),
+            currency.quantize(value * seller_rate / Decimal(10000)),
+        )
+
+    def _post_trade(self, ledger: LedgerBatch, fee_account: Account, fill: _Fill, trade: Trade) -> None:
+        symbol = fill.symbol
+        currency = symbol.currency
+        value = trade.value
+        buy, sell = fill.buy.order, fill.sell.order
+        buyer_fee, seller_fee = trade.buyer_fee, trade.seller_fee
+        seller_position = ledger.balance(sell.account_id, symbol.asset_id)
+        cost_out = Decimal(0)
+        if seller_position.total:
+            cost_out = currency.quantize(
+                seller_position.cost * trade.quantity / seller_position.total
+            )
+        ledger.post(
+            kind=JournalEntry.Kind.TRADE,
+            lines=[
+                Line(buy.account_id, currency.pk, Bucket.HELD, -(value + buyer_fee)),
+                Line(sell.account_id, currency.pk, Bucket.AVAILABLE, value - seller_fee),
+                Line(fee_account.pk, currency.pk, Bucket.AVAILABLE, buyer_fee + seller_fee),
+                Line(sell.account_id, symbol.asset_id, Bucket.HELD, -trade.quantity),
+                Line(buy.account_id, symbol.asset_id, Bucket.AVAILABLE, trade.quantity),
+            ],
+            reference=f"trade:{trade.pk}",
+        )
+        ledger.adjust_cost(buy.account_id, symbol.asset_id, value + buyer_fee)
+        ledger.adjust_cost(sell.account_id, symbol.asset_id, -cost_out)
+        buy.held_amount -= value + buyer_fee
+        buy.fees += buyer_fee
+        sell.held_amount -= trade.quantity
+        sell.fees += seller_fee
+        if not buy.is_terminal:
+            # Keep exactly what the unfilled rest needs; free the price improvement.
+            assert buy.price is not None
+            needed = buy_reservation(
+                price=buy.price,
+                quantity=buy.remaining_quantity,
+                market=self.market,
+                currency=currency,
+            )
+            if buy.held_amount > needed:
+                self._release(ledger, fill.buy, buy.held_amount - needed)
+
+    def _release(self, ledger: LedgerBatch, state: _OrderState, amount: Decimal) -> None:
+        order = state.order
+        ledger.post(
+            kind=JournalEntry.Kind.RELEASE,
+            lines=[
+                Line(order.account_id, order.held_asset_id, Bucket.HELD, -amount),
+                Line(order.account_id, order.held_asset_id, Bucket.AVAILABLE, amount),
+            ],
+            reference=f"order:{order.pk}",
+        )
+        order.held_amount -= amount
+        state.changed = True
+
+    def _market_messages(self, trades: list[Trade]) -> list[Message]:
+        messages: list[Message] = []
+        book_counts = Counter(
+            book_topic(self.worker.symbols[symbol_id])
+            for symbol_id, levels in self.touched_levels.items()
+            if levels
+        )
+        next_seq = stream_advance(book_counts)
+        for symbol_id, levels in sorted(self.touched_levels.items()):
+            if not levels:
+                continue
+            symbol = self.worker.symbols[symbol_id]
+            book = self.worker.books[symbol_id]
+            bids, asks = [], []
+            for side, price in sorted(levels, key=lambda level: (level[0].value, level[1])):
+                quantity, count = book.level(side, price)
+                row = [
+                    str(symbol.from_ticks(price)),
+                    str(symbol.from_lots(quantity)),
+                    count,
+                ]
+                (bids if side == engine.Side.BUY else asks).append(row)
+            topic = book_topic(symbol)
+            messages.append(
+                stream_message(topic, next_seq[topic], {"bids": bids, "asks": asks})
+            )
+        for trade in trades:
+            messages.append(
+                stream_message(trades_topic(trade.symbol), trade.seq, trade_to_wire(trade))
+            )
+        return messages
+
+
+def matcher_threads_start(stop_event: threading.Event) -> list[threading.Thread]:
+    """Start a matching thread per market (embedded profile)."""
+    from django.conf import settings
+
+    threads = []
+    for code in Market.objects.values_list("code", flat=True):
+        worker = MatchingWorker(
+            code,
+            batch_size=settings.MATCHER_BATCH_SIZE,
+            poll_seconds=settings.MATCHER_POLL_SECONDS,
+            stop_event=stop_event,
+        )
+        thread = threading.Thread(target=worker.run, name=f"matcher-{code}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+

@@ -1,0 +1,242 @@
+"""Markets, symbols, the holiday calendar, trades and stream sequence numbers."""
+
+import zoneinfo
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from registry.models import AMOUNT, Account, Asset
+
+PRICE = {"max_digits": 20, "decimal_places": 8}
+
+
+class OffGridError(ValueError):
+    """A price or quantity is not on its symbol's tick or lot grid."""
+
+
+def validate_timezone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise ValidationError(f"{value!r} is not a known time zone.") from error
+
+
+class Market(models.Model):
+    """A trading venue with its own calendar, currency, state and fee rates."""
+
+    class State(models.TextChoices):
+        PRE_OPEN = "pre_open", "Pre-open"
+        OPEN = "open", "Open"
+        HALTED = "halted", "Halted"
+        CLOSED = "closed", "Closed"
+
+    code = models.CharField(max_length=16, unique=True)
+    name = models.CharField(max_length=100)
+    timezone = models.CharField(
+        max_length=64, default="UTC", validators=[validate_timezone]
+    )
+    currency = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    state_reason = models.CharField(max_length=200, blank=True)
+    maker_fee_bps = models.DecimalField(
+        max_digits=8, decimal_places=4, default=Decimal(0)
+    )
+    taker_fee_bps = models.DecimalField(
+        max_digits=8, decimal_places=4, default=Decimal(0)
+    )
+    #: How far beyond the reference price a market order may fill, in percent.
+    market_order_collar_percent = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal(10)
+    )
+    fee_account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(maker_fee_bps__gte=0)
+                & Q(taker_fee_bps__gte=0)
+                & Q(taker_fee_bps__lt=10000)
+                & Q(maker_fee_bps__lt=10000),
+                name="market_fee_rates_in_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def max_fee_rate(self) -> Decimal:
+        return max(self.maker_fee_bps, self.taker_fee_bps) / Decimal(10000)
+
+
+class Symbol(models.Model):
+    """A tradable security on a market, addressed as ``MARKET:CODE``.
+
+    Prices are multiples of ``tick_size`` and quantities multiples of ``lot_size``;
+    ``to_ticks``/``to_lots`` and their inverses are the only conversions between
+    the ``Decimal`` values of the Django layers and the engine's integers.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        DELISTED = "delisted", "Delisted"
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="symbols")
+    code = models.CharField(max_length=16)
+    name = models.CharField(max_length=200)
+    asset = models.OneToOneField(Asset, on_delete=models.PROTECT, related_name="symbol")
+    currency = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    tick_size = models.DecimalField(**PRICE, default=Decimal("0.01"))
+    lot_size = models.DecimalField(**AMOUNT, default=Decimal(1))
+    min_quantity = models.DecimalField(**AMOUNT, default=Decimal(1))
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
+
+    class Meta:
+        ordering = ["market__code", "code"]
+        constraints = [
+            models.UniqueConstraint(fields=["market", "code"], name="symbol_unique"),
+            models.CheckConstraint(
+                condition=Q(tick_size__gt=0) & Q(lot_size__gt=0) & Q(min_quantity__gt=0),
+                name="symbol_grid_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.identifier
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.market.code}:{self.code}"
+
+    def clean(self) -> None:
+        errors = {}
+        if self.tick_size and self.lot_size and self.currency_id:
+            # Every trade value (ticks x lots) must be exact in the currency.
+            value_unit = self.tick_size * self.lot_size
+            if not self.currency.is_on_grid(value_unit):
+                errors["tick_size"] = (
+                    f"tick size x lot size ({value_unit.normalize()}) is finer than "
+                    f"{self.currency.code}'s smallest unit {self.currency.unit}."
+                )
+        if self.lot_size and self.asset_id and not self.asset.is_on_grid(self.lot_size):
+            errors["lot_size"] = "The lot size is finer than the asset's scale."
+        if self.min_quantity and self.lot_size and self.min_quantity % self.lot_size:
+            errors["min_quantity"] = "The minimum quantity must be a whole number of lots."
+        if errors:
+            raise ValidationError(errors)
+
+    def to_ticks(self, price: Decimal) -> int:
+        ticks, remainder = divmod(price, self.tick_size)
+        if remainder:
+            raise OffGridError(f"{price} is not a multiple of {self.tick_size}")
+        return int(ticks)
+
+    @property
+    def price_unit(self) -> Decimal:
+        """The tick size at its own precision (``0.01``, not ``0.01000000``)."""
+        places = max(0, -self.tick_size.normalize().as_tuple().exponent)
+        return Decimal(1).scaleb(-places)
+
+    def from_ticks(self, ticks: int) -> Decimal:
+        return (self.tick_size * ticks).quantize(self.price_unit)
+
+    def format_price(self, price: Decimal) -> Decimal:
+        return price.quantize(self.price_unit)
+
+    def to_lots(self, quantity: Decimal) -> int:
+        lots, remainder = divmod(quantity, self.lot_size)
+        if remainder:
+            raise OffGridError(f"{quantity} is not a multiple of {self.lot_size}")
+        return int(lots)
+
+    def from_lots(self, lots: int) -> Decimal:
+        return self.asset.quantize(self.lot_size * lots)
+
+    def ticks_floor(self, price: Decimal) -> int:
+        return int((price / self.tick_size).to_integral_value(rounding=ROUND_FLOOR))
+
+    def ticks_ceiling(self, price: Decimal) -> int:
+        return int((price / self.tick_size).to_integral_value(rounding=ROUND_CEILING))
+
+
+class Holiday(models.Model):
+    """A date on which a market does not trade."""
+
+    market = models.ForeignKey(Market, on_delete=models.CASCADE, related_name="holidays")
+    date = models.DateField()
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["market__code", "date"]
+        constraints = [
+            models.UniqueConstraint(fields=["market", "date"], name="holiday_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.market.code} {self.date} {self.name}"
+
+
+class Trade(models.Model):
+    """An execution between two orders; immutable once written.
+
+    ``seq`` numbers the symbol's trades gaplessly from 1 (the ``trades.<symbol>``
+    stream sequence). Order ids are plain integers: orders live in the ``oms`` app,
+    which depends on this one.
+    """
+
+    class Side(models.TextChoices):
+        BUY = "buy", "Buy"
+        SELL = "sell", "Sell"
+
+    symbol = models.ForeignKey(Symbol, on_delete=models.PROTECT, related_name="trades")
+    seq = models.BigIntegerField()
+    price = models.DecimalField(**PRICE)
+    quantity = models.DecimalField(**AMOUNT)
+    value = models.DecimalField(**AMOUNT)
+    aggressor_side = models.CharField(max_length=4, choices=Side.choices)
+    buy_order_id = models.BigIntegerField(db_index=True)
+    sell_order_id = models.BigIntegerField(db_index=True)
+    buyer = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    seller = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    buyer_fee = models.DecimalField(**AMOUNT, default=Decimal(0))
+    seller_fee = models.DecimalField(**AMOUNT, default=Decimal(0))
+    executed_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["symbol", "seq"], name="trade_seq_unique"),
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0) & Q(price__gt=0), name="trade_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol_id}#{self.seq} {self.quantity}@{self.price}"
+
+
+class StreamSequence(models.Model):
+    """The last sequence number published on a stream topic (gapless per topic).
+
+    Rows are locked (ordered by topic) and advanced in the same transaction as the
+    change they announce, so a snapshot read in one transaction carries the exact
+    sequence it reflects.
+    """
+
+    topic = models.CharField(max_length=100, primary_key=True)
+    seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.topic}={self.seq}"

@@ -1,0 +1,163 @@
+"""Stream topics, their gapless sequence numbers, and publishing after commit.
+
+A topic (``book.XSX:XS01``, ``trades.XSX:XS01``, ``orders.acct.7``) has one
+:class:`~exchange.models.StreamSequence` row, advanced in the transaction that makes
+the change, so the sequence a snapshot carries matches what it shows. Messages are
+handed to the channel layer only after that transaction commits, in order, from a
+single sender per process.
+"""
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
+
+from exchange.models import StreamSequence
+
+logger = logging.getLogger(__name__)
+
+Message = tuple[str, dict[str, Any]]  # (topic, message)
+
+
+def group_name(topic: str) -> str:
+    """Channel-layer group for a topic (group names cannot contain ``:``)."""
+    return topic.replace(":", "-")
+
+
+def stream_advance(counts: Mapping[str, int]) -> dict[str, int]:
+    """Reserve ``counts[topic]`` sequence numbers per topic; return each first one.
+
+    Precondition: inside a transaction, after any balance locks (the global lock
+    order is balances, then stream sequences, each sorted).
+    """
+    topics = sorted(topic for topic, count in counts.items() if count)
+    if not topics:
+        return {}
+    StreamSequence.objects.bulk_create(
+        [StreamSequence(topic=topic) for topic in topics], ignore_conflicts=True
+    )
+    rows = list(
+        StreamSequence.objects.select_for_update().filter(topic__in=topics).order_by("topic")
+    )
+    first: dict[str, int] = {}
+    for row in rows:
+        first[row.topic] = row.seq + 1
+        row.seq += counts[row.topic]
+    StreamSequence.objects.bulk_update(rows, ["seq"])
+    return first
+
+
+def stream_current(topics: Iterable[str]) -> dict[str, int]:
+    """The last published sequence of each topic (0 if never published)."""
+    topics = list(topics)
+    found = dict(
+        StreamSequence.objects.filter(topic__in=topics).values_list("topic", "seq")
+    )
+    return {topic: found.get(topic, 0) for topic in topics}
+
+
+class _Sender:
+    """Sends messages to the channel layer in submission order from one event loop.
+
+    The in-memory layer only works from the event loop its consumers run on (the
+    embedded profile registers the server's loop); any other layer gets a private
+    loop in a daemon thread.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[list[Message]] | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            if self._loop is None:
+                self._start(loop)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        ready = threading.Event()
+
+        def create_queue() -> None:
+            self._queue = asyncio.Queue()
+            loop.create_task(self._drain())
+            ready.set()
+
+        loop.call_soon_threadsafe(create_queue)
+        if not _in_loop(loop):
+            ready.wait(5)
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop | None:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._loop = None
+                if isinstance(get_channel_layer(), InMemoryChannelLayer):
+                    return None  # no consumer has connected: nobody to deliver to
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="stream-sender", daemon=True
+                ).start()
+                self._start(loop)
+            return self._loop
+
+    def submit(self, messages: list[Message]) -> None:
+        loop = self._ensure_loop()
+        if loop is None or not messages:
+            return
+        if _in_loop(loop):
+            assert self._queue is not None
+            self._queue.put_nowait(messages)
+        else:
+            loop.call_soon_threadsafe(self._put, messages)
+
+    def _put(self, messages: list[Message]) -> None:
+        assert self._queue is not None
+        self._queue.put_nowait(messages)
+
+    async def _drain(self) -> None:
+        assert self._queue is not None
+        layer = get_channel_layer()
+        while True:
+            messages = await self._queue.get()
+            for topic, message in messages:
+                try:
+                    await layer.group_send(group_name(topic), message)
+                except Exception:  # a broken layer must not stop later messages
+                    logger.exception("publishing to %s failed", topic)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+_sender = _Sender()
+
+
+def attach_event_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Deliver from the server's loop (needed by the in-memory channel layer)."""
+    if isinstance(get_channel_layer(), InMemoryChannelLayer):
+        _sender.attach(loop)
+
+
+def stream_message(topic: str, seq: int, data: Any, **extra: Any) -> Message:
+    return (
+        topic,
+        {"type": "stream.message", "topic": topic, "seq": seq, "data": data, **extra},
+    )
+
+
+def publish_on_commit(messages: list[Message]) -> None:
+    """Publish ``messages`` in order once the current transaction commits."""
+    if messages:
+        transaction.on_commit(lambda: _sender.submit(messages))
+
+
+def publish_now(messages: list[Message]) -> None:
+    _sender.submit(messages)

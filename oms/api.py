@@ -1,0 +1,109 @@
+"""REST: place, list, read and cancel orders."""
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.fields import DecimalStringField
+from oms.models import Order, OrderStatus
+from oms.services import OrderSpec, order_cancel, order_place
+from oms.wire import order_to_wire
+
+
+class OrderRequestSerializer(serializers.Serializer[Any]):
+    """The body of ``POST /api/v1/orders``."""
+
+    account = serializers.IntegerField(min_value=1)
+    symbol = serializers.CharField(max_length=40)
+    side = serializers.ChoiceField(choices=Order.Side.choices)
+    type = serializers.ChoiceField(choices=Order.Type.choices, default=Order.Type.LIMIT)
+    time_in_force = serializers.ChoiceField(choices=Order.TimeInForce.choices, required=False)
+    price = DecimalStringField(required=False, allow_null=True)
+    quantity = DecimalStringField()
+    client_order_id = serializers.CharField(max_length=64, required=False, allow_blank=False)
+
+    def to_spec(self) -> OrderSpec:
+        data = self.validated_data
+        order_type = data["type"]
+        default_tif = Order.TimeInForce.GTC if order_type == Order.Type.LIMIT else Order.TimeInForce.IOC
+        return OrderSpec(
+            account_id=data["account"],
+            symbol=data["symbol"],
+            side=data["side"],
+            type=order_type,
+            time_in_force=data.get("time_in_force") or default_tif,
+            quantity=data["quantity"],
+            price=data.get("price"),
+            client_order_id=data.get("client_order_id", ""),
+        )
+
+
+class OrderSerializer(serializers.Serializer[Order]):
+    """An order as returned by every door."""
+
+    id = serializers.IntegerField()
+    account = serializers.IntegerField()
+    symbol = serializers.CharField()
+    side = serializers.ChoiceField(choices=Order.Side.choices)
+    type = serializers.ChoiceField(choices=Order.Type.choices)
+    time_in_force = serializers.ChoiceField(choices=Order.TimeInForce.choices)
+    price = serializers.CharField(allow_null=True)
+    protection_price = serializers.CharField(allow_null=True)
+    quantity = serializers.CharField()
+    filled_quantity = serializers.CharField()
+    remaining_quantity = serializers.CharField()
+    average_price = serializers.CharField(allow_null=True)
+    fees = serializers.CharField()
+    status = serializers.ChoiceField(choices=OrderStatus.choices)
+    status_reason = serializers.CharField()
+    client_order_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def to_representation(self, instance: Order) -> dict[str, Any]:
+        return order_to_wire(instance)
+
+
+class OrderViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Order]
+):
+    serializer_class = OrderSerializer
+    filterset_fields = {
+        "account": ["exact"],
+        "status": ["exact", "in"],
+        "side": ["exact"],
+        "client_order_id": ["exact"],
+    }
+
+    def get_queryset(self) -> QuerySet[Order]:
+        return Order.objects.filter(account__access__user_id=self.request.user.pk).select_related(
+            "symbol__market", "symbol__asset", "symbol__currency"
+        )
+
+    @extend_schema(
+        request=OrderRequestSerializer,
+        responses={
+            201: OrderSerializer,
+            200: OpenApiResponse(OrderSerializer, description="Resubmission: the original order"),
+            409: OpenApiResponse(description="client_order_id reused with a different body"),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        body = OrderRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        result = order_place(user=request.user, spec=body.to_spec())
+        return Response(
+            order_to_wire(result.order),
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(responses={202: OrderSerializer})
+    def destroy(self, request: Request, pk: str) -> Response:
+        if not pk.isdigit():
+            return Response({"code": "order_not_found", "message": f"There is no order {pk}."}, status=404)
+        order = order_cancel(user=request.user, order_id=int(pk))
+        return Response(order_to_wire(order), status=status.HTTP_202_ACCEPTED)

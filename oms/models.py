@@ -1,0 +1,202 @@
+"""Orders, their append-only event history, and the matching inbox."""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from exchange.models import PRICE, Market, Symbol
+from registry.models import AMOUNT, Account, Asset
+
+
+class OrderStatus(models.TextChoices):
+    NEW = "new", "New"
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    WORKING = "working", "Working"
+    PARTIALLY_FILLED = "partially_filled", "Partially filled"
+    FILLED = "filled", "Filled"
+    CANCELLED = "cancelled", "Cancelled"
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        OrderStatus.FILLED,
+        OrderStatus.CANCELLED,
+        OrderStatus.REJECTED,
+        OrderStatus.EXPIRED,
+    }
+)
+OPEN_STATUSES = frozenset(
+    {
+        OrderStatus.PENDING,
+        OrderStatus.ACCEPTED,
+        OrderStatus.WORKING,
+        OrderStatus.PARTIALLY_FILLED,
+    }
+)
+#: States in which an order rests on the book.
+RESTING_STATUSES = frozenset({OrderStatus.WORKING, OrderStatus.PARTIALLY_FILLED})
+
+
+class Order(models.Model):
+    """A client's instruction to buy or sell, and its state.
+
+    ``held_amount`` of ``held_asset`` is what the order still has reserved (cash for
+    a buy, the security for a sell); the sum over an account's open orders equals the
+    ``held`` bucket of its balances.
+    """
+
+    class Side(models.TextChoices):
+        BUY = "buy", "Buy"
+        SELL = "sell", "Sell"
+
+    class Type(models.TextChoices):
+        LIMIT = "limit", "Limit"
+        MARKET = "market", "Market"
+
+    class TimeInForce(models.TextChoices):
+        GTC = "gtc", "Good till cancelled"
+        IOC = "ioc", "Immediate or cancel"
+        FOK = "fok", "Fill or kill"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    symbol = models.ForeignKey(Symbol, on_delete=models.PROTECT, related_name="orders")
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
+    side = models.CharField(max_length=4, choices=Side.choices)
+    type = models.CharField(max_length=16, choices=Type.choices)
+    time_in_force = models.CharField(max_length=8, choices=TimeInForce.choices)
+    #: Limit price; for a market order, the protection price it may not trade beyond.
+    price = models.DecimalField(**PRICE, null=True, blank=True)
+    quantity = models.DecimalField(**AMOUNT)
+    filled_quantity = models.DecimalField(**AMOUNT, default=Decimal(0))
+    filled_value = models.DecimalField(**AMOUNT, default=Decimal(0))
+    fees = models.DecimalField(**AMOUNT, default=Decimal(0))
+    status = models.CharField(
+        max_length=20, choices=OrderStatus.choices, default=OrderStatus.PENDING
+    )
+    status_reason = models.CharField(max_length=64, blank=True)
+    client_order_id = models.CharField(max_length=64)
+    held_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    held_amount = models.DecimalField(**AMOUNT, default=Decimal(0))
+    #: Time priority on the book: the inbox sequence at which it last entered.
+    priority = models.BigIntegerField(null=True, blank=True)
+    placed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "client_order_id"], name="order_client_id_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0)
+                & Q(filled_quantity__gte=0)
+                & Q(filled_quantity__lte=F("quantity")),
+                name="order_filled_within_quantity",
+            ),
+            models.CheckConstraint(
+                condition=Q(held_amount__gte=0), name="order_held_not_negative"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["symbol", "side", "price"],
+                name="order_open_book",
+                condition=Q(status__in=["working", "partially_filled"]),
+            ),
+            models.Index(fields=["market", "status"], name="order_market_status"),
+            models.Index(fields=["account", "-id"], name="order_account_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.side} {self.quantity} {self.symbol_id} {self.status}"
+
+    @property
+    def remaining_quantity(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+    @property
+    def average_price(self) -> Decimal | None:
+        if not self.filled_quantity:
+            return None
+        return self.filled_value / self.filled_quantity
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class OrderEvent(models.Model):
+    """One transition of an order's state (append-only)."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="events")
+    from_status = models.CharField(max_length=20, choices=OrderStatus.choices)
+    to_status = models.CharField(max_length=20, choices=OrderStatus.choices)
+    reason = models.CharField(max_length=64, blank=True)
+    fill_quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
+    fill_price = models.DecimalField(**PRICE, null=True, blank=True)
+    trade_id = models.BigIntegerField(null=True, blank=True)
+    acting_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}: {self.from_status} -> {self.to_status}"
+
+
+class OrderRequest(models.Model):
+    """The matching inbox: place and cancel requests, taken in ``id`` order.
+
+    A request is written in the same transaction as the change that caused it and
+    marked processed in the matching worker's batch transaction.
+    """
+
+    class Kind(models.TextChoices):
+        PLACE = "place", "Place"
+        CANCEL = "cancel", "Cancel"
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="requests")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["market", "id"],
+                name="order_request_pending",
+                condition=Q(processed_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} order {self.order_id}"

@@ -1,0 +1,203 @@
+"""The double-entry ledger: balanced journal entries applied to locked balances.
+
+Every change to a balance goes through :class:`LedgerBatch`, so the stored figures
+always equal the sum of their postings per (account, asset, bucket).
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.utils import timezone
+
+from registry.models import Account, Balance, Bucket, JournalEntry, Posting
+
+BalanceKey = tuple[int, int]  # (account_id, asset_id)
+
+_BUCKET_FIELDS = {
+    Bucket.AVAILABLE: "available",
+    Bucket.HELD: "held",
+    Bucket.UNSETTLED: "unsettled",
+}
+
+
+class LedgerError(Exception):
+    """Base of the ledger's errors; ``code`` is the API error code."""
+
+    code = "ledger_error"
+
+
+class UnbalancedEntryError(LedgerError):
+    code = "unbalanced_entry"
+
+
+class InsufficientBalanceError(LedgerError):
+    """A client bucket would go negative."""
+
+    code = "insufficient_balance"
+
+    def __init__(self, key: BalanceKey, bucket: str, shortfall: Decimal) -> None:
+        self.key = key
+        self.bucket = bucket
+        self.shortfall = shortfall
+        super().__init__(
+            f"account {key[0]} asset {key[1]} {bucket} is short by {shortfall}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One posting to be made: a signed amount to an account's asset bucket."""
+
+    account_id: int
+    asset_id: int
+    bucket: str
+    amount: Decimal
+
+
+@dataclass(slots=True)
+class _PendingEntry:
+    kind: str
+    lines: list[Line]
+    reference: str
+    reason: str
+    acting_user_id: int | None
+    entry: JournalEntry | None = field(default=None)
+
+
+def balances_lock(keys: Iterable[BalanceKey]) -> dict[BalanceKey, Balance]:
+    """Lock the balances of ``keys`` (creating missing rows) in (account, asset) order.
+
+    Precondition: inside a transaction. The fixed order is what keeps concurrent
+    writers (order entry, matching workers, transfers) free of deadlocks.
+    """
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    account_ids = {account_id for account_id, _ in wanted}
+    system_ids = set(
+        Account.objects.filter(pk__in=account_ids)
+        .exclude(kind=Account.Kind.CLIENT)
+        .values_list("pk", flat=True)
+    )
+    Balance.objects.bulk_create(
+        [
+            Balance(
+                account_id=account_id,
+                asset_id=asset_id,
+                allow_negative=account_id in system_ids,
+            )
+            for account_id, asset_id in wanted
+        ],
+        ignore_conflicts=True,
+    )
+    locked: dict[BalanceKey, Balance] = {}
+    asset_ids = {asset_id for _, asset_id in wanted}
+    rows = (
+        Balance.objects.select_for_update(of=("self",))
+        .select_related("asset")
+        .filter(account_id__in=account_ids, asset_id__in=asset_ids)
+        .order_by("account_id", "asset_id")
+    )
+    wanted_set = set(wanted)
+    for balance in rows:
+        key = (balance.account_id, balance.asset_id)
+        if key in wanted_set:
+            locked[key] = balance
+    return locked
+
+
+class LedgerBatch:
+    """Journal entries posted against a set of locked balances, written at ``flush``.
+
+    Create it inside a transaction with every balance key the batch may touch; each
+    ``post`` checks that the entry balances per asset and that no client bucket goes
+    negative, and updates the in-memory balances; ``flush`` writes entries, postings
+    and balances in three bulk statements.
+    """
+
+    def __init__(self, keys: Iterable[BalanceKey]) -> None:
+        self.balances = balances_lock(keys)
+        self._entries: list[_PendingEntry] = []
+        self._dirty: set[BalanceKey] = set()
+
+    def balance(self, account_id: int, asset_id: int) -> Balance:
+        return self.balances[(account_id, asset_id)]
+
+    def post(
+        self,
+        *,
+        kind: str,
+        lines: Sequence[Line],
+        reference: str = "",
+        reason: str = "",
+        acting_user_id: int | None = None,
+    ) -> None:
+        """Apply one balanced entry; raises and applies nothing if it is invalid."""
+        lines = [line for line in lines if line.amount]
+        totals: dict[int, Decimal] = defaultdict(Decimal)
+        for line in lines:
+            totals[line.asset_id] += line.amount
+        unbalanced = {asset: total for asset, total in totals.items() if total}
+        if unbalanced:
+            raise UnbalancedEntryError(f"entry {kind} {reference} is off by {unbalanced}")
+        deltas: dict[tuple[BalanceKey, str], Decimal] = defaultdict(Decimal)
+        for line in lines:
+            deltas[((line.account_id, line.asset_id), line.bucket)] += line.amount
+        for (key, bucket), delta in deltas.items():
+            balance = self.balances[key]
+            new_value = getattr(balance, _BUCKET_FIELDS[bucket]) + delta
+            if new_value < 0 and not balance.allow_negative:
+                raise InsufficientBalanceError(key, bucket, -new_value)
+        for (key, bucket), delta in deltas.items():
+            balance = self.balances[key]
+            name = _BUCKET_FIELDS[bucket]
+            setattr(balance, name, getattr(balance, name) + delta)
+            self._dirty.add(key)
+        self._entries.append(
+            _PendingEntry(kind, lines, reference, reason, acting_user_id)
+        )
+
+    def adjust_cost(self, account_id: int, asset_id: int, delta: Decimal) -> None:
+        """Change the cost base of a position (not a ledger amount)."""
+        self.balances[(account_id, asset_id)].cost += delta
+        self._dirty.add((account_id, asset_id))
+
+    def flush(self) -> list[JournalEntry]:
+        """Write what was posted; returns the journal entries created."""
+        if not self._entries and not self._dirty:
+            return []
+        entries = JournalEntry.objects.bulk_create(
+            [
+                JournalEntry(
+                    kind=pending.kind,
+                    reference=pending.reference,
+                    reason=pending.reason,
+                    acting_user_id=pending.acting_user_id,
+                )
+                for pending in self._entries
+            ]
+        )
+        postings = [
+            Posting(
+                entry=entry,
+                account_id=line.account_id,
+                asset_id=line.asset_id,
+                bucket=line.bucket,
+                amount=line.amount,
+            )
+            for pending, entry in zip(self._entries, entries, strict=True)
+            for line in pending.lines
+        ]
+        Posting.objects.bulk_create(postings)
+        dirty = [self.balances[key] for key in sorted(self._dirty)]
+        now = timezone.now()
+        for balance in dirty:
+            balance.updated_at = now
+        Balance.objects.bulk_update(
+            dirty, ["available", "held", "unsettled", "cost", "updated_at"]
+        )
+        self._entries.clear()
+        self._dirty.clear()
+        return entries

@@ -1,0 +1,260 @@
+"""The registry: assets, accounts, who may use them, and a double-entry ledger.
+
+Money and quantities are ``Decimal`` at rest (``NUMERIC(30, 10)``), quantized to the
+asset's own scale at the one point where an amount is created (``Asset.quantize``).
+"""
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+AMOUNT = {"max_digits": 30, "decimal_places": 10}
+
+
+class Asset(models.Model):
+    """A currency or a security token; ``scale`` is its number of decimal places."""
+
+    class Kind(models.TextChoices):
+        CURRENCY = "currency", "Currency"
+        SECURITY = "security", "Security"
+
+    code = models.CharField(max_length=16, unique=True)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    scale = models.PositiveSmallIntegerField(default=2)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(scale__lte=10), name="asset_scale_at_most_10"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def unit(self) -> Decimal:
+        """The smallest representable amount, e.g. ``0.01`` for a scale of 2."""
+        return Decimal(1).scaleb(-self.scale)
+
+    def quantize(self, amount: Decimal, rounding: str = ROUND_FLOOR) -> Decimal:
+        return amount.quantize(self.unit, rounding=rounding)
+
+    def quantize_up(self, amount: Decimal) -> Decimal:
+        return amount.quantize(self.unit, rounding=ROUND_CEILING)
+
+    def is_on_grid(self, amount: Decimal) -> bool:
+        return amount == amount.quantize(self.unit)
+
+
+class Account(models.Model):
+    """A client account, or one of the operator's own system accounts.
+
+    System accounts are the other side of money entering and leaving the platform
+    (the omnibus bank account, security issuance) and the operator's revenue; they
+    may run negative balances, client accounts never do.
+    """
+
+    class Kind(models.TextChoices):
+        CLIENT = "client", "Client"
+        OMNIBUS = "omnibus", "Operator omnibus (external cash)"
+        ISSUANCE = "issuance", "Security issuance"
+        FEES = "fees", "Fee revenue"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        CLOSED = "closed", "Closed"
+
+    number = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CLIENT)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
+    currency = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="AccountAccess", related_name="accounts"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.name}"
+
+    @property
+    def is_system(self) -> bool:
+        return self.kind != self.Kind.CLIENT
+
+
+class AccountAccess(models.Model):
+    """Who may use an account, and how: owners and traders trade, viewers read."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        TRADER = "trader", "Trader"
+        VIEWER = "viewer", "Viewer"
+
+    TRADING_ROLES = (Role.OWNER, Role.TRADER)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_access"
+    )
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="access")
+    role = models.CharField(max_length=16, choices=Role.choices)
+
+    class Meta:
+        verbose_name_plural = "account access"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "account"], name="account_access_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} of {self.account.number}"
+
+    @property
+    def may_trade(self) -> bool:
+        return self.role in self.TRADING_ROLES
+
+
+class Bucket(models.TextChoices):
+    """The sub-ledgers of an (account, asset) position."""
+
+    AVAILABLE = "available", "Available"
+    HELD = "held", "Held"
+    UNSETTLED = "unsettled", "Unsettled"
+
+
+class JournalEntry(models.Model):
+    """One balanced, immutable ledger transaction: its postings sum to zero per asset."""
+
+    class Kind(models.TextChoices):
+        DEPOSIT = "deposit", "Deposit"
+        WITHDRAWAL = "withdrawal", "Withdrawal"
+        ISSUE = "issue", "Security issue"
+        HOLD = "hold", "Hold for an order"
+        RELEASE = "release", "Release of a hold"
+        TRADE = "trade", "Trade"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    reason = models.CharField(max_length=200, blank=True)
+    #: What caused the entry, e.g. ``order:12`` or ``trade:7``.
+    reference = models.CharField(max_length=64, blank=True, db_index=True)
+    acting_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name_plural = "journal entries"
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.reference}"
+
+
+class Posting(models.Model):
+    """One line of a journal entry: a signed amount of an asset to an account bucket."""
+
+    entry = models.ForeignKey(
+        JournalEntry, on_delete=models.PROTECT, related_name="postings"
+    )
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="postings"
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    bucket = models.CharField(max_length=16, choices=Bucket.choices)
+    amount = models.DecimalField(**AMOUNT)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "asset", "entry"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(amount=0), name="posting_amount_not_zero"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.number} {self.asset} {self.bucket} {self.amount}"
+
+
+class Balance(models.Model):
+    """The stored position of an account in one asset, equal to its ledger postings.
+
+    ``cost`` is the cost base of a security position in its trading currency
+    (average-cost method); ``average_cost`` derives from it.
+    """
+
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="balances"
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    available = models.DecimalField(**AMOUNT, default=Decimal(0))
+    held = models.DecimalField(**AMOUNT, default=Decimal(0))
+    unsettled = models.DecimalField(**AMOUNT, default=Decimal(0))
+    cost = models.DecimalField(**AMOUNT, default=Decimal(0))
+    #: Copied from the account kind: system accounts may go negative.
+    allow_negative = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "asset"], name="balance_unique_account_asset"
+            ),
+            models.CheckConstraint(
+                condition=Q(allow_negative=True)
+                | (Q(available__gte=0) & Q(held__gte=0) & Q(unsettled__gte=0)),
+                name="balance_client_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.number} {self.asset}: {self.total}"
+
+    @property
+    def total(self) -> Decimal:
+        return self.available + self.held + self.unsettled
+
+    @property
+    def average_cost(self) -> Decimal:
+        if not self.total:
+            return Decimal(0)
+        return self.cost / self.total
+
+
+class AuditRecord(models.Model):
+    """Who changed what, and why: one row per change made through a service."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    reason = models.CharField(max_length=200, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action}"

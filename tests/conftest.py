@@ -1,0 +1,128 @@
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+from django.db.models import Sum
+from rest_framework.test import APIClient
+
+from exchange.matching import MatchingWorker
+from registry.models import Asset, Balance, Posting
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _fast_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def market(db):
+    return factories.market("XSX")
+
+
+@pytest.fixture
+def symbol(market):
+    return factories.symbol(market, "XS01")
+
+
+@pytest.fixture
+def alice(db):
+    return factories.user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return factories.user("bob")
+
+
+@pytest.fixture
+def alice_account(alice, symbol):
+    return factories.account(alice, cash="10000.00", holdings={symbol: "1000"})
+
+
+@pytest.fixture
+def bob_account(bob, symbol):
+    return factories.account(bob, cash="10000.00", holdings={symbol: "1000"})
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def alice_client(alice):
+    return client_for(alice)
+
+
+@pytest.fixture
+def bob_client(bob):
+    return client_for(bob)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {predicate}")
+        time.sleep(interval)
+
+
+class MatcherThread:
+    """A matching worker for one market, run in a thread of the test process."""
+
+    def __init__(self, market_code: str) -> None:
+        self.stop_event = threading.Event()
+        self.worker = MatchingWorker(market_code, batch_size=200, poll_seconds=0.1, stop_event=self.stop_event)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        finally:
+            connections.close_all()
+
+    def start(self) -> "MatcherThread":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def matcher(market) -> Iterator[MatcherThread]:
+    """A running matcher for XSX (tests using it need ``transaction=True``)."""
+    runner = MatcherThread(market.code).start()
+    yield runner
+    runner.stop()
+
+
+def ledger_sums() -> dict[str, Decimal]:
+    """Sum of all postings per asset code (every one must be zero)."""
+    rows = Posting.objects.values("asset__code").annotate(total=Sum("amount"))
+    return {row["asset__code"]: row["total"] for row in rows}
+
+
+def assert_ledger_balanced() -> None:
+    assert all(total == 0 for total in ledger_sums().values()), ledger_sums()
+    # Stored balances equal the postings, bucket by bucket.
+    for balance in Balance.objects.all():
+        postings = Posting.objects.filter(account=balance.account, asset=balance.asset)
+        for bucket in ("available", "held", "unsettled"):
+            total = postings.filter(bucket=bucket).aggregate(t=Sum("amount"))["t"] or 0
+            assert getattr(balance, bucket) == total, (balance, bucket, total)
+
+
+def balance_of(account, asset: Asset) -> Balance:
+    return Balance.objects.get(account=account, asset=asset)

@@ -1,0 +1,77 @@
+"""The spine end to end: REST order entry, matching, trades and the ledger."""
+
+from decimal import Decimal
+
+import pytest
+
+from exchange.models import Trade
+from oms.models import Order, OrderEvent
+from tests.conftest import assert_ledger_balanced, balance_of, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def place(client, account, **body):
+    body = {"account": account.pk, "symbol": "XSX:XS01", "time_in_force": "gtc", **body}
+    return client.post("/api/v1/orders", body, format="json")
+
+
+def test_two_clients_cross_and_the_trade_moves_cash_and_holdings_exactly(
+    matcher, symbol, alice_client, bob_client, alice_account, bob_account
+):
+    # given a resting sell from alice
+    sell = place(alice_client, alice_account, side="sell", type="limit", price="10.05", quantity="100")
+    assert sell.status_code == 201, sell.json()
+    assert sell.json()["status"] == "pending"
+    wait_for(lambda: Order.objects.get(pk=sell.json()["id"]).status == "working")
+
+    # when bob buys 60 at a higher limit
+    buy = place(bob_client, bob_account, side="buy", type="limit", price="10.10", quantity="60")
+    assert buy.status_code == 201
+    wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "filled")
+
+    # then one trade at the resting price
+    trade = Trade.objects.get()
+    assert (trade.price, trade.quantity, trade.aggressor_side) == (Decimal("10.05"), Decimal(60), "buy")
+    trades = bob_client.get("/api/v1/symbols/XSX:XS01/trades").json()["results"]
+    assert [(t["price"], t["quantity"], t["aggressor_side"]) for t in trades] == [("10.05", "60", "buy")]
+
+    aud, xs01 = symbol.currency, symbol.asset
+    # bob paid exactly 603.00 and got 60 shares; his limit-price reservation is gone
+    assert balance_of(bob_account, aud).available == Decimal("9397.00")
+    assert balance_of(bob_account, aud).held == 0
+    assert balance_of(bob_account, xs01).available == Decimal(1060)
+    # alice received 603.00 and still has 40 held for the rest of her order
+    assert balance_of(alice_account, aud).available == Decimal("10603.00")
+    assert balance_of(alice_account, xs01).available == Decimal(900)
+    assert balance_of(alice_account, xs01).held == Decimal(40)
+
+    order = alice_client.get(f"/api/v1/orders/{sell.json()['id']}").json()
+    assert (order["status"], order["filled_quantity"], order["average_price"]) == (
+        "partially_filled", "60", "10.050000",
+    )
+    assert list(
+        OrderEvent.objects.filter(order_id=buy.json()["id"]).values_list("from_status", "to_status")
+    ) == [("new", "pending"), ("pending", "accepted"), ("accepted", "filled")]
+    assert_ledger_balanced()
+
+
+def test_cancelling_a_partially_filled_order_releases_exactly_its_unused_reservation(
+    matcher, symbol, alice_client, bob_client, alice_account, bob_account
+):
+    buy = place(bob_client, bob_account, side="buy", type="limit", price="9.99", quantity="100")
+    wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "working")
+    assert balance_of(bob_account, symbol.currency).held == Decimal("999.00")
+
+    place(alice_client, alice_account, side="sell", type="limit", price="9.99", quantity="30")
+    wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "partially_filled")
+    assert balance_of(bob_account, symbol.currency).held == Decimal("699.30")
+
+    response = bob_client.delete(f"/api/v1/orders/{buy.json()['id']}")
+    assert response.status_code == 202
+    wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "cancelled")
+
+    cash = balance_of(bob_account, symbol.currency)
+    assert (cash.available, cash.held) == (Decimal("9700.30"), Decimal(0))
+    assert Order.objects.get(pk=buy.json()["id"]).held_amount == 0
+    assert_ledger_balanced()
