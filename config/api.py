@@ -36,7 +36,7 @@ def error_body(code: str, message: str, field: str = "", **extra: Any) -> dict[s
     return body
 
 
-def _validation_body(detail: Any) -> dict[str, Any]:
+def validation_error_body(detail: Any) -> dict[str, Any]:
     problems: list[dict[str, str]] = []
 
     def walk(value: Any, path: str) -> None:
@@ -74,7 +74,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = _validation_body(exc.detail)
+        response.data = validation_error_body(exc.detail)
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"

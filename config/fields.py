@@ -20,10 +20,12 @@ class DecimalStringField(serializers.Field):
         "not_a_string": 'Send decimals as strings, e.g. "10.05", not JSON numbers.',
         "invalid": "{value!r} is not a decimal number.",
         "too_precise": "At most {places} decimal places.",
+        "too_large": "At most {digits} digits before the decimal point.",
     }
 
-    def __init__(self, *, max_places: int = 10, **kwargs: Any) -> None:
+    def __init__(self, *, max_places: int = 10, max_whole_digits: int = 20, **kwargs: Any) -> None:
         self.max_places = max_places
+        self.max_whole_digits = max_whole_digits
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> Decimal:
@@ -41,6 +43,8 @@ class DecimalStringField(serializers.Field):
         exponent = value.as_tuple().exponent
         if isinstance(exponent, int) and -exponent > self.max_places:
             self.fail("too_precise", places=self.max_places)
+        if abs(value) >= Decimal(10) ** self.max_whole_digits:
+            self.fail("too_large", digits=self.max_whole_digits)
         return value
 
     def to_representation(self, value: Decimal) -> str:

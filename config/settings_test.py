@@ -12,3 +12,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = []  # noqa: F405
 MATCHER_POLL_SECONDS = 0.2
+
+# Parallel test workers share one Redis: keep their channel-layer groups apart.
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test-" + os.environ.get(  # noqa: F405
+    "PYTEST_XDIST_WORKER", "main"
+)

@@ -2,8 +2,6 @@
 
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Count, F, Sum
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
@@ -13,9 +11,8 @@ from rest_framework.response import Response
 from config.api import ApiError, CursorPagination
 from exchange.models import Holiday, Market, Symbol, Trade
 from exchange.services import market_set_state, market_to_wire
-from exchange.streams import stream_current
+from exchange.selectors import book_snapshot
 from exchange.wire import trade_to_wire
-from oms.models import RESTING_STATUSES, Order
 
 
 class MarketSerializer(serializers.ModelSerializer[Market]):
@@ -117,30 +114,6 @@ def symbol_from_identifier(identifier: str) -> Symbol:
     if symbol is None:
         raise ApiError("not_found", f"There is no symbol {identifier!r}.", status_code=404)
     return symbol
-
-
-def book_snapshot(symbol: Symbol, depth: int | None) -> dict[str, Any]:
-    """Price levels aggregated from the resting orders, with the ``book`` stream
-    sequence they reflect (read in one snapshot)."""
-    topic = f"book.{symbol.identifier}"
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        seq = stream_current([topic])[topic]
-        levels = (
-            Order.objects.filter(symbol=symbol, status__in=RESTING_STATUSES)
-            .values("side", "price")
-            .annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))
-        )
-        bids = sorted((lv for lv in levels if lv["side"] == Order.Side.BUY), key=lambda lv: -lv["price"])
-        asks = sorted((lv for lv in levels if lv["side"] == Order.Side.SELL), key=lambda lv: lv["price"])
-    def rows(side_levels: list[dict[str, Any]]) -> list[list[Any]]:
-        return [
-            [str(symbol.format_price(lv["price"])), str(symbol.asset.quantize(lv["quantity"])), lv["orders"]]
-            for lv in side_levels[:depth]
-        ]
-    return {"symbol": symbol.identifier, "seq": seq, "bids": rows(bids), "asks": rows(asks)}
 
 
 class SymbolViewSet(viewsets.ReadOnlyModelViewSet[Symbol]):

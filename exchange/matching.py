@@ -126,6 +126,9 @@ class _Fill:
     buy: _OrderState
     sell: _OrderState
     aggressor: str
+    #: What the buy order still had to fill right after this fill (ledger postings
+    #: are made after the whole batch has run, when the order may have moved on).
+    buy_remaining: Decimal
 
 
 class MatchingWorker:
@@ -354,7 +357,6 @@ class _Batch:
         buy, sell = (taker, maker) if taker.order.side == Order.Side.BUY else (maker, taker)
         quantity = symbol.from_lots(event.quantity)
         price = symbol.from_ticks(event.price)
-        self.fills.append(_Fill(symbol, event, buy, sell, taker.order.side))
         for state in (taker, maker):
             order = state.order
             order.filled_quantity += quantity
@@ -365,6 +367,9 @@ class _Batch:
                 fill_quantity=quantity,
                 fill_price=price,
             )
+        self.fills.append(
+            _Fill(symbol, event, buy, sell, taker.order.side, buy.order.remaining_quantity)
+        )
 
     # -- persistence -----------------------------------------------------------------
 
@@ -490,12 +495,13 @@ class _Batch:
         buy.fees += buyer_fee
         sell.held_amount -= trade.quantity
         sell.fees += seller_fee
-        if not buy.is_terminal:
+        if fill.buy_remaining:
             # Keep exactly what the unfilled rest needs; free the price improvement.
+            # (Whatever a terminal order still holds is released after all fills.)
             assert buy.price is not None
             needed = buy_reservation(
                 price=buy.price,
-                quantity=buy.remaining_quantity,
+                quantity=fill.buy_remaining,
                 market=self.market,
                 currency=currency,
             )

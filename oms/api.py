@@ -22,8 +22,9 @@ class OrderRequestSerializer(serializers.Serializer[Any]):
     side = serializers.ChoiceField(choices=Order.Side.choices)
     type = serializers.ChoiceField(choices=Order.Type.choices, default=Order.Type.LIMIT)
     time_in_force = serializers.ChoiceField(choices=Order.TimeInForce.choices, required=False)
-    price = DecimalStringField(required=False, allow_null=True)
-    quantity = DecimalStringField()
+    # The bounds of the NUMERIC columns: Order.price (20, 8) and quantity (30, 10).
+    price = DecimalStringField(required=False, allow_null=True, max_whole_digits=12)
+    quantity = DecimalStringField(max_places=10, max_whole_digits=20)
     client_order_id = serializers.CharField(max_length=64, required=False, allow_blank=False)
 
     def to_spec(self) -> OrderSpec:

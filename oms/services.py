@@ -32,6 +32,10 @@ from registry.models import Account, AccountAccess, Asset, Bucket, JournalEntry
 
 User = AbstractBaseUser | AnonymousUser
 
+#: Above this an order's value (and its reservation) would not fit the ledger's
+#: NUMERIC(30, 10) amounts.
+MAX_ORDER_VALUE = Decimal(10) ** 18
+
 
 class OrderError(Exception):
     """An order request that cannot be carried out; nothing was changed.
@@ -239,6 +243,13 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
     market_check_trading(market, symbol)
     price = spec.price if spec.type == Order.Type.LIMIT else _protection_price(spec, symbol)
     assert price is not None
+    if price * spec.quantity >= MAX_ORDER_VALUE:
+        raise OrderError(
+            "order_too_large",
+            f"The order's value must be below {MAX_ORDER_VALUE:,}.",
+            field="quantity",
+            status=422,
+        )
     if spec.side == Order.Side.BUY:
         held_asset = symbol.currency
         held_amount = buy_reservation(

@@ -126,3 +126,45 @@ def assert_ledger_balanced() -> None:
 
 def balance_of(account, asset: Asset) -> Balance:
     return Balance.objects.get(account=account, asset=asset)
+
+
+def assert_trading_consistent() -> None:
+    """The invariants of DESIGN.md over everything in the database."""
+    from collections import defaultdict
+
+    from django.db.models import Max, Min
+
+    from exchange.models import Trade
+    from oms.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderEvent
+
+    # no fill duplicated: trades, fill events and filled quantities agree
+    traded: dict[int, Decimal] = defaultdict(Decimal)
+    for trade in Trade.objects.all():
+        traded[trade.buy_order_id] += trade.quantity
+        traded[trade.sell_order_id] += trade.quantity
+    event_fills = dict(
+        OrderEvent.objects.filter(fill_quantity__isnull=False)
+        .values_list("order_id")
+        .annotate(total=Sum("fill_quantity"))
+    )
+    for order in Order.objects.all():
+        assert order.filled_quantity == traded.get(order.pk, 0) == event_fills.get(order.pk, 0)
+        assert 0 <= order.filled_quantity <= order.quantity
+        if order.is_terminal:
+            assert order.held_amount == 0, order
+    for symbol_id in Order.objects.values_list("symbol_id", flat=True).distinct():
+        seqs = list(Trade.objects.filter(symbol_id=symbol_id).order_by("seq").values_list("seq", flat=True))
+        assert seqs == list(range(1, len(seqs) + 1))
+        resting = Order.objects.filter(symbol_id=symbol_id, status__in=RESTING_STATUSES)
+        best_bid = resting.filter(side="buy").aggregate(p=Max("price"))["p"]
+        best_ask = resting.filter(side="sell").aggregate(p=Min("price"))["p"]
+        assert best_bid is None or best_ask is None or best_bid < best_ask
+    # held amounts are exactly what the open orders reserve
+    for balance in Balance.objects.filter(allow_negative=False):
+        reserved = (
+            Order.objects.filter(account=balance.account, held_asset=balance.asset, status__in=OPEN_STATUSES)
+            .aggregate(total=Sum("held_amount"))["total"]
+            or 0
+        )
+        assert balance.held == reserved, (balance, reserved)
+    assert_ledger_balanced()

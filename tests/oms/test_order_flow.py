@@ -75,3 +75,44 @@ def test_cancelling_a_partially_filled_order_releases_exactly_its_unused_reserva
     assert (cash.available, cash.held) == (Decimal("9700.30"), Decimal(0))
     assert Order.objects.get(pk=buy.json()["id"]).held_amount == 0
     assert_ledger_balanced()
+
+
+def test_a_backlog_matched_in_one_batch_keeps_every_reservation_exact(
+    market, symbol, alice, bob, alice_account, bob_account
+):
+    # given 300 random orders queued while no matcher runs (fees on, to exercise them)
+    import random
+
+    from oms.services import OrderError, OrderSpec, order_place
+    from tests.conftest import MatcherThread, assert_trading_consistent
+    from oms.models import OrderRequest
+
+    market.maker_fee_bps, market.taker_fee_bps = Decimal(5), Decimal(10)
+    market.save()
+    rng = random.Random(11)
+    for _ in range(300):
+        user, account = rng.choice([(alice, alice_account), (bob, bob_account)])
+        try:
+            order_place(
+                user=user,
+                spec=OrderSpec(
+                    account_id=account.pk,
+                    symbol="XSX:XS01",
+                    side=rng.choice(["buy", "sell"]),
+                    type="limit",
+                    time_in_force=rng.choice(["gtc", "gtc", "ioc", "fok"]),
+                    price=Decimal(rng.randint(990, 1010)) / 100,
+                    quantity=Decimal(rng.randint(1, 30)),
+                ),
+            )
+        except OrderError:
+            pass
+    # when one matcher takes them in batches of 200
+    runner = MatcherThread("XSX").start()
+    try:
+        wait_for(lambda: not OrderRequest.objects.filter(processed_at__isnull=True).exists())
+    finally:
+        runner.stop()
+    # then every invariant holds
+    assert Trade.objects.count() > 50
+    assert_trading_consistent()

@@ -1,0 +1,24 @@
+"""ASGI entry point: HTTP (Django) and the WebSocket stream at ``/ws/v1/``."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from config.ws_auth import TokenAuthMiddleware  # noqa: E402
+from marketdata.consumers import StreamConsumer  # noqa: E402
+
+websocket_urls = URLRouter([path("ws/v1/", StreamConsumer.as_asgi())])
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(TokenAuthMiddleware(websocket_urls)),
+    }
+)

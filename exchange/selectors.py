@@ -1,0 +1,69 @@
+"""Exchange reads that must be consistent with a stream sequence."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Sum
+
+from exchange.models import Market, Symbol, Trade
+from exchange.streams import stream_current
+from exchange.wire import trade_to_wire
+from oms.models import RESTING_STATUSES, Order
+
+
+@contextmanager
+def snapshot_transaction() -> Iterator[None]:
+    """A read transaction seeing one committed state (REPEATABLE READ on
+    PostgreSQL; SQLite's WAL readers already see a single snapshot)."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
+def book_snapshot(symbol: Symbol, depth: int | None = None) -> dict[str, Any]:
+    """Price levels aggregated from the resting orders, with the ``book`` stream
+    sequence they reflect (read in one snapshot)."""
+    topic = f"book.{symbol.identifier}"
+    with snapshot_transaction():
+        seq = stream_current([topic])[topic]
+        levels = list(
+            Order.objects.filter(symbol=symbol, status__in=RESTING_STATUSES)
+            .values("side", "price")
+            .annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))
+        )
+        bids = sorted((lv for lv in levels if lv["side"] == Order.Side.BUY), key=lambda lv: -lv["price"])
+        asks = sorted((lv for lv in levels if lv["side"] == Order.Side.SELL), key=lambda lv: lv["price"])
+
+    def rows(side_levels: list[dict[str, Any]]) -> list[list[Any]]:
+        return [
+            [str(symbol.format_price(lv["price"])), str(symbol.asset.quantize(lv["quantity"])), lv["orders"]]
+            for lv in side_levels[:depth]
+        ]
+    return {"symbol": symbol.identifier, "seq": seq, "bids": rows(bids), "asks": rows(asks)}
+
+
+def trades_snapshot(symbol: Symbol, limit: int = 50) -> dict[str, Any]:
+    """The latest trades, newest first, with the ``trades`` stream sequence."""
+    topic = f"trades.{symbol.identifier}"
+    with snapshot_transaction():
+        seq = stream_current([topic])[topic]
+        trades = list(
+            Trade.objects.filter(symbol=symbol, seq__lte=seq)
+            .select_related("symbol__market", "symbol__asset")
+            .order_by("-seq")[:limit]
+        )
+    return {"symbol": symbol.identifier, "seq": seq, "trades": [trade_to_wire(t) for t in trades]}
+
+
+def market_snapshot(market: Market) -> dict[str, Any]:
+    from exchange.services import market_to_wire
+
+    topic = f"market.{market.code}"
+    with snapshot_transaction():
+        seq = stream_current([topic])[topic]
+        market = Market.objects.select_related("currency").get(pk=market.pk)
+    return {"seq": seq, **market_to_wire(market)}
