@@ -17,3 +17,6 @@ MATCHER_POLL_SECONDS = 0.2
 CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test-" + os.environ.get(  # noqa: F405
     "PYTEST_XDIST_WORKER", "main"
 )
+
+# Static files are not collected for tests; WhiteNoise would warn on every request.
+MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise.")]  # noqa: F405

@@ -4,12 +4,18 @@ import zoneinfo
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
 from registry.models import AMOUNT, Account, Asset
 
 PRICE = {"max_digits": 20, "decimal_places": 8}
+
+#: Market and symbol codes: upper-case letters and digits (``XSX``, ``XS01``).
+code_validator = RegexValidator(
+    r"^[A-Z0-9]{1,16}$", "Use 1 to 16 upper-case letters and digits."
+)
 
 
 class OffGridError(ValueError):
@@ -32,7 +38,7 @@ class Market(models.Model):
         HALTED = "halted", "Halted"
         CLOSED = "closed", "Closed"
 
-    code = models.CharField(max_length=16, unique=True)
+    code = models.CharField(max_length=16, unique=True, validators=[code_validator])
     name = models.CharField(max_length=100)
     timezone = models.CharField(
         max_length=64, default="UTC", validators=[validate_timezone]
@@ -92,7 +98,7 @@ class Symbol(models.Model):
         DELISTED = "delisted", "Delisted"
 
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="symbols")
-    code = models.CharField(max_length=16)
+    code = models.CharField(max_length=16, validators=[code_validator])
     name = models.CharField(max_length=200)
     asset = models.OneToOneField(Asset, on_delete=models.PROTECT, related_name="symbol")
     currency = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")

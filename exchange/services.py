@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from exchange.models import Market, Symbol
+from exchange.models import Market, Symbol, code_validator
 from exchange.streams import publish_on_commit, stream_advance, stream_message
 from exchange.wakeup import market_notify
 from registry.models import Asset
@@ -102,6 +102,10 @@ def symbol_issue(
 ) -> Symbol:
     """Create a security asset and list it on ``market`` as ``MARKET:CODE``."""
     asset_code = f"{market.code}:{code}"
+    try:
+        code_validator(code)
+    except ValidationError as error:
+        raise RegistryError(" ".join(error.messages), field="code") from error
     with transaction.atomic():
         if Asset.objects.filter(code=asset_code).exists():
             raise RegistryError(f"{asset_code} already exists.", code="duplicate", field="code")
@@ -135,5 +139,5 @@ def _full_clean(instance: Market | Symbol) -> None:
     except ValidationError as error:
         field, messages = next(iter(error.message_dict.items()))
         raise RegistryError(
-            f"{field}: {' '.join(messages)}", field="" if field == "__all__" else field
+            " ".join(messages), field="" if field == "__all__" else field
         ) from error

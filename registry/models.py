@@ -20,7 +20,7 @@ class Asset(models.Model):
         CURRENCY = "currency", "Currency"
         SECURITY = "security", "Security"
 
-    code = models.CharField(max_length=16, unique=True)
+    code = models.CharField(max_length=40, unique=True)
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     scale = models.PositiveSmallIntegerField(default=2)

@@ -116,12 +116,6 @@ def _credit_from_system(
     acting_user: User,
     reason: str,
 ) -> JournalEntry:
-    if account.is_system:
-        raise RegistryError("Only client accounts can be credited.", field="account")
-    if account.status != Account.Status.ACTIVE:
-        raise RegistryError(
-            f"Account {account.number} is {account.status}.", code="account_inactive"
-        )
     if amount <= 0:
         raise RegistryError("The amount must be positive.", field="amount")
     if not asset.is_on_grid(amount):
@@ -129,6 +123,14 @@ def _credit_from_system(
             f"{amount} has more than {asset.scale} decimal places.", field="amount"
         )
     with transaction.atomic():
+        # Checked under the row lock, so a concurrent suspension wins or waits.
+        account = Account.objects.select_for_update().get(pk=account.pk)
+        if account.is_system:
+            raise RegistryError("Only client accounts can be credited.", field="account")
+        if account.status != Account.Status.ACTIVE:
+            raise RegistryError(
+                f"Account {account.number} is {account.status}.", code="account_inactive"
+            )
         source = system_account(system_kind)
         batch = LedgerBatch([(account.pk, asset.pk), (source.pk, asset.pk)])
         batch.post(

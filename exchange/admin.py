@@ -1,0 +1,338 @@
+"""The staff console for the exchange: markets, symbols, holidays, trades.
+
+Markets are created by ``market_create`` and change state only through the
+"Halt", "Resume", "Open" and "Close" actions (``market_set_state``; a halt asks for
+a reason on an intermediate page). Symbols are issued by ``symbol_issue`` from a
+custom add form. Trades and stream sequences are read-only.
+"""
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.forms import BaseForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from exchange.models import PRICE, Holiday, Market, StreamSequence, Symbol, Trade
+from exchange.services import (
+    MarketStateError,
+    market_create,
+    market_set_state,
+    symbol_issue,
+)
+from registry.admin import (
+    FORM_TEMPLATE,
+    AuditedModelAdmin,
+    ReadOnlyAdminMixin,
+    adopt_saved,
+    form_error_from,
+    search_term_id,
+)
+from registry.models import AMOUNT, Asset
+from registry.services import RegistryError
+
+#: action -> (past tense for the success message)
+MARKET_ACTION_DONE = {
+    "halt": "Halted",
+    "resume": "Resumed",
+    "open": "Opened",
+    "close": "Closed",
+}
+
+
+class MarketHaltForm(forms.Form):
+    reason = forms.CharField(
+        max_length=200, help_text="Shown to clients with the market's state."
+    )
+
+
+@admin.register(Market)
+class MarketAdmin(AuditedModelAdmin):
+    list_display = ["code", "name", "state", "state_reason", "currency", "timezone"]
+    list_filter = ["state"]
+    list_select_related = ["currency"]
+    search_fields = ["code", "name"]
+    autocomplete_fields = ["currency", "fee_account"]
+    actions = ["halt_markets", "resume_markets", "open_markets", "close_markets"]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Market | None = None
+    ) -> list[str]:
+        # State changes only by the actions (audited, published); the code and
+        # currency are copied into symbols and stream topics.
+        if obj is None:
+            return ["state", "state_reason"]
+        return ["code", "currency", "state", "state_reason"]
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Market | None = None
+    ) -> bool:
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: Market, form: BaseForm, change: bool
+    ) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        market = market_create(
+            code=obj.code,
+            name=obj.name,
+            currency=obj.currency,
+            timezone_name=obj.timezone,
+            acting_user=request.user,
+            maker_fee_bps=obj.maker_fee_bps,
+            taker_fee_bps=obj.taker_fee_bps,
+            market_order_collar_percent=obj.market_order_collar_percent,
+            fee_account=obj.fee_account,
+        )
+        adopt_saved(obj, market)
+
+    @admin.action(description="Halt selected markets", permissions=["change"])
+    def halt_markets(
+        self, request: HttpRequest, queryset: QuerySet[Market]
+    ) -> HttpResponse | None:
+        """Ask for the reason first; the confirmation page posts back with it."""
+        form = MarketHaltForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            self._set_state(request, queryset, "halt", form.cleaned_data["reason"])
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Halt markets",
+            "intro": "Halt trading on these markets? Cancels are still carried out.",
+            "form": form,
+            "queryset": queryset,
+            "action": "halt_markets",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "submit_label": "Halt",
+            "cancel_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ),
+            "media": self.media,
+        }
+        return TemplateResponse(
+            request, "admin/xchange/market_action_confirmation.html", context
+        )
+
+    @admin.action(description="Resume selected markets", permissions=["change"])
+    def resume_markets(self, request: HttpRequest, queryset: QuerySet[Market]) -> None:
+        self._set_state(request, queryset, "resume")
+
+    @admin.action(description="Open selected markets", permissions=["change"])
+    def open_markets(self, request: HttpRequest, queryset: QuerySet[Market]) -> None:
+        self._set_state(request, queryset, "open")
+
+    @admin.action(description="Close selected markets", permissions=["change"])
+    def close_markets(self, request: HttpRequest, queryset: QuerySet[Market]) -> None:
+        self._set_state(request, queryset, "close")
+
+    def _set_state(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Market],
+        action: str,
+        reason: str = "",
+    ) -> None:
+        """Apply ``action`` to each market; one that refuses is left unchanged."""
+        done = []
+        for market in queryset.order_by("code"):
+            try:
+                market_set_state(
+                    market=market,
+                    action=action,
+                    acting_user=request.user,
+                    reason=reason,
+                )
+            except MarketStateError as error:
+                self.message_user(request, error.message, messages.ERROR)
+            else:
+                done.append(market.code)
+        if done:
+            self.message_user(
+                request,
+                f"{MARKET_ACTION_DONE[action]} {', '.join(done)}.",
+                messages.SUCCESS,
+            )
+
+
+class SymbolIssueForm(forms.Form):
+    """The fields of ``symbol_issue``: a new security asset listed on a market."""
+
+    market = forms.ModelChoiceField(queryset=Market.objects.all())
+    code = forms.CharField(max_length=Symbol._meta.get_field("code").max_length)
+    name = forms.CharField(max_length=Symbol._meta.get_field("name").max_length)
+    tick_size = forms.DecimalField(
+        max_digits=PRICE["max_digits"],
+        decimal_places=PRICE["decimal_places"],
+        initial=Decimal("0.01"),
+    )
+    lot_size = forms.DecimalField(
+        max_digits=AMOUNT["max_digits"],
+        decimal_places=AMOUNT["decimal_places"],
+        initial=Decimal(1),
+    )
+    min_quantity = forms.DecimalField(
+        max_digits=AMOUNT["max_digits"],
+        decimal_places=AMOUNT["decimal_places"],
+        required=False,
+        help_text="Leave empty for one lot.",
+    )
+    scale = forms.IntegerField(
+        min_value=0,
+        max_value=10,
+        initial=0,
+        help_text="Decimal places of the security's quantities.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        for name in ("tick_size", "lot_size", "min_quantity"):
+            value = cleaned.get(name)
+            if value is not None and value <= 0:
+                self.add_error(name, "Must be positive.")
+        return cleaned
+
+
+@admin.register(Symbol)
+class SymbolAdmin(AuditedModelAdmin):
+    list_display = [
+        "identifier",
+        "name",
+        "status",
+        "currency",
+        "tick_size",
+        "lot_size",
+        "min_quantity",
+    ]
+    list_filter = ["market", "status"]
+    list_select_related = ["market", "currency"]
+    search_fields = ["code", "name", "market__code"]
+    fields = [
+        "market",
+        "code",
+        "name",
+        "status",
+        "asset",
+        "currency",
+        "tick_size",
+        "lot_size",
+        "min_quantity",
+    ]
+    readonly_fields = [
+        "market",
+        "code",
+        "asset",
+        "currency",
+        "tick_size",
+        "lot_size",
+        "min_quantity",
+    ]
+
+    @admin.display(ordering="market__code", description="symbol")
+    def identifier(self, symbol: Symbol) -> str:
+        return symbol.identifier
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Symbol | None = None
+    ) -> bool:
+        # Orders and trades refer to symbols: they are delisted, not deleted.
+        return False
+
+    def add_view(
+        self,
+        request: HttpRequest,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """Issue a symbol through ``symbol_issue``; its errors show on the form."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = SymbolIssueForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            try:
+                symbol = symbol_issue(**form.cleaned_data, acting_user=request.user)
+            except RegistryError as error:
+                form_error_from(form, error)
+            else:
+                self.log_addition(request, symbol, [{"added": {}}])
+                self.message_user(
+                    request, f"Issued {symbol.identifier}.", messages.SUCCESS
+                )
+                opts = self.opts
+                return HttpResponseRedirect(
+                    reverse(
+                        f"admin:{opts.app_label}_{opts.model_name}_change",
+                        args=[symbol.pk],
+                    )
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            **(extra_context or {}),
+            "opts": self.opts,
+            "title": "Issue a symbol",
+            "form": form,
+            "media": self.media + form.media,
+            "submit_label": "Issue",
+            "cancel_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ),
+        }
+        return TemplateResponse(request, FORM_TEMPLATE, context)
+
+
+@admin.register(Holiday)
+class HolidayAdmin(AuditedModelAdmin):
+    list_display = ["market", "date", "name"]
+    list_filter = ["market"]
+    list_select_related = ["market"]
+    search_fields = ["name", "market__code"]
+    autocomplete_fields = ["market"]
+    date_hierarchy = "date"
+
+
+@admin.register(Trade)
+class TradeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "symbol",
+        "seq",
+        "price",
+        "quantity",
+        "value",
+        "aggressor_side",
+        "buy_order_id",
+        "sell_order_id",
+        "buyer",
+        "seller",
+        "executed_at",
+    ]
+    list_filter = ["aggressor_side", "symbol__market"]
+    list_select_related = ["symbol__market", "buyer", "seller"]
+    search_fields = ["symbol__code"]
+    search_help_text = "An order id finds the trades of that order."
+    show_full_result_count = False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Trade], search_term: str
+    ) -> tuple[QuerySet[Trade], bool]:
+        order_id = search_term_id(search_term)
+        if order_id is not None:
+            return (
+                queryset.filter(Q(buy_order_id=order_id) | Q(sell_order_id=order_id)),
+                False,
+            )
+        return super().get_search_results(request, queryset, search_term)
+
+
+@admin.register(StreamSequence)
+class StreamSequenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["topic", "seq"]
+    search_fields = ["topic"]

@@ -1,0 +1,529 @@
+"""The staff console for the registry: assets, accounts, access, the ledger, audit.
+
+Every write goes through a registry service with ``acting_user=request.user``:
+accounts are opened by ``account_open``, access is granted by
+``account_access_grant``, cash and holdings are credited by ``cash_deposit`` and
+``security_issue`` (custom views linked from the account page). Direct edits of
+configuration go through :class:`AuditedModelAdmin`, which writes an audit record
+naming the staff user in the same transaction. Ledger rows, balances and audit
+records are read-only.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, cast
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import F, Model, QuerySet
+from django.forms import BaseForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+
+from registry.models import (
+    AMOUNT,
+    Account,
+    AccountAccess,
+    Asset,
+    AuditRecord,
+    Balance,
+    JournalEntry,
+    Posting,
+)
+from registry.services import (
+    RegistryError,
+    User,
+    account_access_grant,
+    account_open,
+    audit_record,
+    cash_deposit,
+    security_issue,
+)
+
+FORM_TEMPLATE = "admin/xchange/form.html"
+
+
+# Shared building blocks (also used by the exchange and oms consoles) -------------
+
+
+class ReadOnlyAdminMixin:
+    """For immutable records: staff may view them, never add, change or delete."""
+
+    def has_add_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Model | None = None
+    ) -> bool:
+        return False
+
+
+def _display(value: object) -> str | None:
+    """A form value as audit text; a related row (initial pk or instance) as its pk."""
+    if value is None:
+        return None
+    return str(value.pk if isinstance(value, Model) else value)
+
+
+def form_changes(form: BaseForm, *, change: bool) -> dict[str, Any]:
+    """What a model form changed: ``{field: [old, new]}`` (``{field: new}`` on add)."""
+    changes: dict[str, Any] = {}
+    for name in form.changed_data:
+        new = _display(form.cleaned_data.get(name))
+        changes[name] = [_display(form.initial.get(name)), new] if change else new
+    return changes
+
+
+class AuditedModelAdmin(admin.ModelAdmin):
+    """Direct edits of configuration, each audited in the same transaction.
+
+    For models whose changes need no workflow beyond the row itself (an asset's name,
+    a holiday): the save or delete and its ``AuditRecord`` naming the staff user
+    commit together.
+    """
+
+    def save_model(
+        self, request: HttpRequest, obj: Model, form: BaseForm, change: bool
+    ) -> None:
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if change and not form.has_changed():
+                return
+            audit_record(
+                actor=request.user,
+                action=f"{obj._meta.model_name}_{'change' if change else 'create'}",
+                target=obj,
+                changes=form_changes(form, change=change),
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        with transaction.atomic():
+            self._audit_delete(request, obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        with transaction.atomic():
+            for obj in queryset:
+                self._audit_delete(request, obj)
+            super().delete_queryset(request, queryset)
+
+    def _audit_delete(self, request: HttpRequest, obj: Model) -> None:
+        audit_record(
+            actor=request.user,
+            action=f"{obj._meta.model_name}_delete",
+            target=obj,
+            changes={"deleted": str(obj)},
+        )
+
+
+def adopt_saved(obj: Model, saved: Model) -> None:
+    """Make the admin form's instance the row a service saved.
+
+    The admin carries on with its own instance after ``save_model`` (inlines, the
+    change log, the redirect), so it takes the saved row's values and state.
+    """
+    for field in obj._meta.concrete_fields:
+        setattr(obj, field.attname, getattr(saved, field.attname))
+    obj._state.adding, obj._state.db = False, saved._state.db
+
+
+def search_term_id(search_term: str) -> int | None:
+    """The search term as a row id, if it is one (digits within a bigint)."""
+    term = search_term.strip()
+    if term.isascii() and term.isdigit() and int(term) < 2**63:
+        return int(term)
+    return None
+
+
+def form_error_from(form: BaseForm, error: RegistryError) -> None:
+    """Show a service error on the form: on its field if the form has one."""
+    form.add_error(error.field if error.field in form.fields else None, error.message)
+
+
+# Assets ---------------------------------------------------------------------
+
+
+@admin.register(Asset)
+class AssetAdmin(AuditedModelAdmin):
+    list_display = ["code", "name", "kind", "scale"]
+    list_filter = ["kind"]
+    search_fields = ["code", "name"]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Asset | None = None
+    ) -> list[str]:
+        # Amounts already stored are on the asset's grid: its identity and scale
+        # are fixed once it exists.
+        return ["code", "kind", "scale"] if obj is not None else []
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Asset | None = None
+    ) -> bool:
+        return False
+
+
+# Accounts and access ------------------------------------------------------------
+
+
+def access_save(
+    access: AccountAccess, *, acting_user: User, previous_user_id: int | None
+) -> AccountAccess:
+    """Grant the access an admin form describes; moving a row to another user
+    revokes the first user's access."""
+    with transaction.atomic():
+        if previous_user_id is not None and previous_user_id != access.user_id:
+            access_revoke(
+                AccountAccess.objects.select_related("user", "account").get(
+                    account_id=access.account_id, user_id=previous_user_id
+                ),
+                acting_user=acting_user,
+            )
+        return account_access_grant(
+            account=access.account,
+            user=access.user,
+            role=access.role,
+            acting_user=acting_user,
+        )
+
+
+def access_revoke(access: AccountAccess, *, acting_user: User) -> None:
+    """Remove a user's access to an account, audited.
+
+    The registry has no revoke service yet; this is its admin-side stand-in and
+    writes the same shape of audit record as ``account_access_grant``.
+    """
+    with transaction.atomic():
+        audit_record(
+            actor=acting_user,
+            action="account_access_revoke",
+            target=access.account,
+            changes={"user": access.user.get_username(), "role": access.role},
+        )
+        access.delete()
+
+
+def _previous_user_id(access: AccountAccess) -> int | None:
+    if access.pk is None:
+        return None
+    return (
+        AccountAccess.objects.filter(pk=access.pk)
+        .values_list("user_id", flat=True)
+        .first()
+    )
+
+
+class AccountAccessInline(admin.TabularInline):
+    model = AccountAccess
+    fields = ["user", "role"]
+    autocomplete_fields = ["user"]
+    extra = 0
+
+
+class BalanceInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Balance
+    fields = ["asset", "available", "held", "unsettled", "updated_at"]
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Balance]:
+        return super().get_queryset(request).select_related("asset")
+
+
+class CreditForm(forms.Form):
+    """Credit an asset to an account: ``asset`` limited to one asset kind."""
+
+    asset = forms.ModelChoiceField(queryset=Asset.objects.none())
+    amount = forms.DecimalField(
+        max_digits=AMOUNT["max_digits"],
+        decimal_places=AMOUNT["decimal_places"],
+        # A text box: a number input changes the amount on a stray scroll wheel.
+        widget=forms.TextInput(attrs={"inputmode": "decimal"}),
+    )
+    reason = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args: Any, asset_kind: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        asset_field = cast(forms.ModelChoiceField, self.fields["asset"])
+        asset_field.queryset = Asset.objects.filter(kind=asset_kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """One of the account page's money views."""
+
+    title: str
+    verb: str
+    asset_kind: str
+    service: Callable[..., JournalEntry]
+
+
+CREDITS = {
+    "deposit": Credit("Deposit cash", "Deposited", Asset.Kind.CURRENCY, cash_deposit),
+    "issue": Credit(
+        "Issue holdings", "Issued", Asset.Kind.SECURITY, security_issue
+    ),
+}
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["number", "name", "kind", "status", "currency", "created_at"]
+    list_filter = ["kind", "status"]
+    list_select_related = ["currency"]
+    search_fields = ["number", "name"]
+    autocomplete_fields = ["currency"]
+    change_form_template = "admin/xchange/account_change_form.html"
+
+    def get_inlines(self, request: HttpRequest, obj: Account | None) -> list[Any]:
+        if obj is None:
+            return [AccountAccessInline]
+        return [AccountAccessInline, BalanceInline]
+
+    def get_fields(self, request: HttpRequest, obj: Account | None = None) -> list[str]:
+        if obj is None:
+            return ["number", "name", "currency"]
+        return ["number", "name", "kind", "status", "currency", "created_at"]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Account | None = None
+    ) -> list[str]:
+        return ["number", "kind", "currency", "created_at"] if obj is not None else []
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Account | None = None
+    ) -> bool:
+        # Accounts carry ledger history: they are closed, never deleted.
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: Account, form: BaseForm, change: bool
+    ) -> None:
+        if change:
+            with transaction.atomic():
+                obj.save()
+                if not form.has_changed():
+                    return
+                audit_record(
+                    actor=request.user,
+                    action="account_change",
+                    target=obj,
+                    changes=form_changes(form, change=True),
+                )
+            return
+        account = account_open(
+            number=obj.number,
+            name=obj.name,
+            currency=obj.currency,
+            acting_user=request.user,
+        )
+        adopt_saved(obj, account)
+
+    def save_formset(
+        self, request: HttpRequest, form: BaseForm, formset: Any, change: bool
+    ) -> None:
+        if formset.model is not AccountAccess:
+            super().save_formset(request, form, formset, change)
+            return
+        formset.save(commit=False)
+        for access in formset.deleted_objects:
+            access_revoke(access, acting_user=request.user)
+        for access, _ in formset.changed_objects:
+            access_save(
+                access,
+                acting_user=request.user,
+                previous_user_id=_previous_user_id(access),
+            )
+        for access in formset.new_objects:
+            saved = access_save(access, acting_user=request.user, previous_user_id=None)
+            adopt_saved(access, saved)
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.opts
+        return [
+            path(
+                f"<path:object_id>/{kind}/",
+                self.admin_site.admin_view(self.credit_view),
+                {"kind": kind},
+                name=f"{opts.app_label}_{opts.model_name}_{kind}",
+            )
+            for kind in CREDITS
+        ] + super().get_urls()
+
+    def credit_view(
+        self, request: HttpRequest, object_id: str, kind: str
+    ) -> HttpResponse:
+        """Deposit cash into, or issue holdings to, a client account.
+
+        Calls ``cash_deposit`` or ``security_issue`` with the staff user as the
+        acting user; a ``RegistryError`` re-renders the form with the error on the
+        field it names, and nothing is posted.
+        """
+        account = self.get_object(request, unquote(object_id))
+        if account is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, account):
+            raise PermissionDenied
+        credit = CREDITS[kind]
+        form = CreditForm(
+            request.POST if request.method == "POST" else None,
+            asset_kind=credit.asset_kind,
+        )
+        opts = self.opts
+        change_url = reverse(
+            f"admin:{opts.app_label}_{opts.model_name}_change", args=[account.pk]
+        )
+        if form.is_valid():
+            response = self._credit(request, account, credit, form, change_url)
+            if response is not None:
+                return response
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "original": account,
+            "cancel_url": change_url,
+            "title": f"{credit.title}: {account.number}",
+            "form": form,
+            "media": self.media + form.media,
+            "submit_label": credit.title,
+        }
+        return TemplateResponse(request, FORM_TEMPLATE, context)
+
+    def _credit(
+        self,
+        request: HttpRequest,
+        account: Account,
+        credit: Credit,
+        form: CreditForm,
+        change_url: str,
+    ) -> HttpResponse | None:
+        asset: Asset = form.cleaned_data["asset"]
+        amount: Decimal = form.cleaned_data["amount"]
+        try:
+            entry = credit.service(
+                account=account,
+                asset=asset,
+                amount=amount,
+                acting_user=request.user,
+                reason=form.cleaned_data["reason"],
+            )
+        except RegistryError as error:
+            form_error_from(form, error)
+            return None
+        self.message_user(
+            request,
+            f"{credit.verb} {amount} {asset.code} to {account.number} "
+            f"(journal entry #{entry.pk}).",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(change_url)
+
+
+@admin.register(AccountAccess)
+class AccountAccessAdmin(admin.ModelAdmin):
+    list_display = ["account", "user", "role"]
+    list_filter = ["role"]
+    list_select_related = ["account", "user"]
+    search_fields = ["account__number", "account__name", "user__username"]
+    autocomplete_fields = ["account", "user"]
+
+    def save_model(
+        self, request: HttpRequest, obj: AccountAccess, form: BaseForm, change: bool
+    ) -> None:
+        saved = access_save(
+            obj,
+            acting_user=request.user,
+            previous_user_id=_previous_user_id(obj) if change else None,
+        )
+        adopt_saved(obj, saved)
+
+    def delete_model(self, request: HttpRequest, obj: AccountAccess) -> None:
+        access_revoke(obj, acting_user=request.user)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[AccountAccess]
+    ) -> None:
+        with transaction.atomic():
+            for access in queryset.select_related("account", "user"):
+                access_revoke(access, acting_user=request.user)
+
+
+# The ledger (read-only) ---------------------------------------------------------
+
+
+@admin.register(Balance)
+class BalanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["account", "asset", "available", "held", "unsettled", "total"]
+    list_filter = ["asset__kind"]
+    list_select_related = ["account", "asset"]
+    search_fields = ["account__number", "account__name", "asset__code"]
+    show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Balance]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(total_amount=F("available") + F("held") + F("unsettled"))
+        )
+
+    @admin.display(ordering="total_amount", description="total")
+    def total(self, balance: Balance) -> Decimal:
+        return balance.total
+
+
+class PostingInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Posting
+    fields = ["account", "asset", "bucket", "amount"]
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Posting]:
+        return super().get_queryset(request).select_related("account", "asset")
+
+
+@admin.register(JournalEntry)
+class JournalEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "kind", "created_at", "reference", "reason", "acting_user"]
+    list_filter = ["kind"]
+    list_select_related = ["acting_user"]
+    search_fields = ["reference__exact", "reason"]
+    inlines = [PostingInline]
+    show_full_result_count = False
+
+
+@admin.register(Posting)
+class PostingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "entry", "account", "asset", "bucket", "amount"]
+    list_filter = ["bucket", "asset__kind"]
+    list_select_related = ["entry", "account", "asset"]
+    search_fields = ["account__number", "asset__code", "entry__reference__exact"]
+    show_full_result_count = False
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "actor",
+        "action",
+        "object_type",
+        "object_id",
+        "reason",
+    ]
+    list_filter = ["action", "object_type"]
+    list_select_related = ["actor"]
+    search_fields = ["object_id__exact", "action", "reason", "actor__username"]
+    show_full_result_count = False
