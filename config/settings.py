@@ -60,6 +60,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+if PROFILE == "embedded":
+    # The embedded server serves static files itself (config/asgi.py).
+    MIDDLEWARE.remove("whitenoise.middleware.WhiteNoiseMiddleware")
+
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
@@ -206,7 +210,12 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "ledger-reconcile-hourly": {
+        "task": "registry.tasks.ledger_reconcile_task",
+        "schedule": 3600.0,
+    },
+}
 
 #: Run one matching thread per market inside the web process (embedded profile).
 MATCHER_IN_PROCESS = env.bool("MATCHER_IN_PROCESS", default=PROFILE == "embedded")

@@ -102,7 +102,14 @@ class _OrderState:
     events: list[OrderEvent] = field(default_factory=list)
     changed: bool = False
 
-    def move(self, to_status: str, *, reason: str = "", **fill: object) -> None:
+    def move(
+        self,
+        to_status: str,
+        *,
+        reason: str = "",
+        acting_user_id: int | None = None,
+        **fill: object,
+    ) -> None:
         if self.order.status != to_status or fill:
             self.events.append(
                 OrderEvent(
@@ -110,6 +117,7 @@ class _OrderState:
                     from_status=self.order.status,
                     to_status=to_status,
                     reason=reason,
+                    acting_user_id=acting_user_id,
                     **fill,
                 )
             )
@@ -283,7 +291,7 @@ class _Batch:
             if request.kind == OrderRequest.Kind.PLACE:
                 self._place(request, state)
             else:
-                self._cancel(state)
+                self._cancel(request, state)
         self._write()
 
     # -- applying requests to the books -------------------------------------------
@@ -311,17 +319,32 @@ class _Batch:
         )
         self._apply_events(symbol, events, priority=request.pk)
 
-    def _cancel(self, state: _OrderState) -> None:
+    def _cancel(self, request: OrderRequest, state: _OrderState) -> None:
         order = state.order
         if order.status == OrderStatus.PENDING:
             # Its place request has not been matched (the market is not open).
-            state.move(OrderStatus.CANCELLED, reason="requested")
+            state.move(
+                OrderStatus.CANCELLED,
+                reason="requested",
+                acting_user_id=request.requested_by_id,
+            )
         elif order.status in RESTING_STATUSES:
             symbol = self.worker.symbols[order.symbol_id]
             events = self.worker.book_for(order.symbol_id).apply(engine.CancelOrder(order.pk))
-            self._apply_events(symbol, events, priority=None)
+            self._apply_events(
+                symbol, events, priority=None, acting_user_id=request.requested_by_id
+            )
 
-    def _apply_events(self, symbol: Symbol, events: list[engine.Event], priority: int | None) -> None:
+    def _apply_events(
+        self,
+        symbol: Symbol,
+        events: list[engine.Event],
+        priority: int | None,
+        acting_user_id: int | None = None,
+    ) -> None:
+        """Turn one command's engine events into order state changes and fills.
+
+        ``acting_user_id`` (who asked for a cancel) is recorded on the event."""
         maker_ids = {e.maker_order_id for e in events if isinstance(e, engine.Fill)}
         self._load_orders(maker_ids)
         touched = self.touched_levels[symbol.pk]
@@ -343,7 +366,11 @@ class _Batch:
                 if event.reason == engine.CancelReason.REQUESTED:
                     assert state.order.price is not None
                     touched.add((_SIDE[state.order.side], symbol.to_ticks(state.order.price)))
-                state.move(OrderStatus.CANCELLED, reason=event.reason.value)
+                state.move(
+                    OrderStatus.CANCELLED,
+                    reason=event.reason.value,
+                    acting_user_id=acting_user_id,
+                )
             elif isinstance(event, engine.Rejected):
                 state = self.states[event.order_id]
                 if state.order.status == OrderStatus.PENDING:

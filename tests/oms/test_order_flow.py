@@ -73,6 +73,8 @@ def test_cancelling_a_partially_filled_order_releases_exactly_its_unused_reserva
 
     cash = balance_of(bob_account, symbol.currency)
     assert (cash.available, cash.held) == (Decimal("9700.30"), Decimal(0))
+    cancelled = OrderEvent.objects.get(order_id=buy.json()["id"], to_status="cancelled")
+    assert (cancelled.reason, cancelled.acting_user.username) == ("requested", "bob")
     assert Order.objects.get(pk=buy.json()["id"]).held_amount == 0
     assert_ledger_balanced()
 

@@ -1,0 +1,37 @@
+# The two commands of the README:
+#   make run   set up and start the platform with demo data (embedded profile)
+#   make test  set up and run the whole suite against PostgreSQL and Redis
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+# Parallel test workers (pytest-xdist); the machine has 2 cores.
+TEST_WORKERS ?= 2
+
+.PHONY: install run test services migrate lint bench-engine
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py demo_data --port $(PORT)
+	$(PY) manage.py serve --port $(PORT)
+
+services:
+	scripts/ensure-services.sh
+
+test: install services
+	$(PY) manage.py makemigrations --check --dry-run --settings=config.settings_test
+	$(PY) -m pytest -n $(TEST_WORKERS) -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check .

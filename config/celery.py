@@ -1,0 +1,11 @@
+"""The Celery application. In the embedded profile tasks run eagerly in-process."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("xchange")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
