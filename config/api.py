@@ -21,14 +21,18 @@ from registry.services import RegistryError
 class ApiError(exceptions.APIException):
     """Raise from a view for a specific code and status."""
 
-    def __init__(self, code: str, message: str, *, status_code: int = 400, field: str = "") -> None:
+    def __init__(
+        self, code: str, message: str, *, status_code: int = 400, field: str = ""
+    ) -> None:
         super().__init__(detail=message, code=code)
         self.status_code = status_code
         self.error_code = code
         self.field = field
 
 
-def error_body(code: str, message: str, field: str = "", **extra: Any) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, field: str = "", **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if field:
         body["field"] = field
@@ -51,7 +55,11 @@ def validation_error_body(detail: Any) -> dict[str, Any]:
             problems.append({"field": path, "code": str(code), "message": str(value)})
 
     walk(detail, "")
-    first = problems[0] if problems else {"field": "", "code": "invalid", "message": "Invalid input."}
+    first = (
+        problems[0]
+        if problems
+        else {"field": "", "code": "invalid", "message": "Invalid input."}
+    )
     field = first["field"] if first["field"] != "non_field_errors" else ""
     message = f"{field}: {first['message']}" if field else first["message"]
     return error_body(first["code"], message, field, errors=problems)
@@ -65,7 +73,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, LedgerError):
         return Response(error_body(exc.code, str(exc)), status=422)
     if isinstance(exc, ApiError):
-        return Response(error_body(exc.error_code, str(exc.detail), exc.field), status=exc.status_code)
+        return Response(
+            error_body(exc.error_code, str(exc.detail), exc.field),
+            status=exc.status_code,
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -23,7 +23,9 @@ class DecimalStringField(serializers.Field):
         "too_large": "At most {digits} digits before the decimal point.",
     }
 
-    def __init__(self, *, max_places: int = 10, max_whole_digits: int = 20, **kwargs: Any) -> None:
+    def __init__(
+        self, *, max_places: int = 10, max_whole_digits: int = 20, **kwargs: Any
+    ) -> None:
         self.max_places = max_places
         self.max_whole_digits = max_whole_digits
         super().__init__(**kwargs)

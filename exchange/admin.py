@@ -34,7 +34,7 @@ from registry.admin import (
     form_error_from,
     search_term_id,
 )
-from registry.models import AMOUNT, Asset
+from registry.models import AMOUNT
 from registry.services import RegistryError
 
 #: action -> (past tense for the success message)

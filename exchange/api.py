@@ -10,8 +10,8 @@ from rest_framework.response import Response
 
 from config.api import ApiError, CursorPagination
 from exchange.models import Holiday, Market, Symbol, Trade
-from exchange.services import market_set_state, market_to_wire
 from exchange.selectors import book_snapshot
+from exchange.services import market_set_state, market_to_wire
 from exchange.wire import trade_to_wire
 
 
@@ -83,7 +83,17 @@ class SymbolSerializer(serializers.ModelSerializer[Symbol]):
 
     class Meta:
         model = Symbol
-        fields = ["id", "market", "code", "name", "currency", "tick_size", "lot_size", "min_quantity", "status"]
+        fields = [
+            "id",
+            "market",
+            "code",
+            "name",
+            "currency",
+            "tick_size",
+            "lot_size",
+            "min_quantity",
+            "status",
+        ]
 
     def get_tick_size(self, symbol: Symbol) -> str:
         return str(symbol.format_price(symbol.tick_size))
@@ -98,7 +108,15 @@ class SymbolSerializer(serializers.ModelSerializer[Symbol]):
 class TradeSerializer(serializers.ModelSerializer[Trade]):
     class Meta:
         model = Trade
-        fields = ["id", "seq", "symbol", "price", "quantity", "aggressor_side", "executed_at"]
+        fields = [
+            "id",
+            "seq",
+            "symbol",
+            "price",
+            "quantity",
+            "aggressor_side",
+            "executed_at",
+        ]
 
     def to_representation(self, instance: Trade) -> dict[str, Any]:
         return trade_to_wire(instance)
@@ -112,12 +130,16 @@ def symbol_from_identifier(identifier: str) -> Symbol:
         .first()
     )
     if symbol is None:
-        raise ApiError("not_found", f"There is no symbol {identifier!r}.", status_code=404)
+        raise ApiError(
+            "not_found", f"There is no symbol {identifier!r}.", status_code=404
+        )
     return symbol
 
 
 class SymbolViewSet(viewsets.ReadOnlyModelViewSet[Symbol]):
-    queryset = Symbol.objects.select_related("market", "asset", "currency").order_by("market__code", "code")
+    queryset = Symbol.objects.select_related("market", "asset", "currency").order_by(
+        "market__code", "code"
+    )
     serializer_class = SymbolSerializer
     lookup_value_regex = r"[A-Za-z0-9]+:[A-Za-z0-9]+"
     filterset_fields = ["status"]
@@ -141,7 +163,11 @@ class SymbolViewSet(viewsets.ReadOnlyModelViewSet[Symbol]):
     def book(self, request: Request, pk: str) -> Response:
         depth_param = request.query_params.get("depth", "50")
         if not depth_param.isdigit() or not 1 <= int(depth_param) <= 1000:
-            raise ApiError("invalid_depth", "depth must be an integer from 1 to 1000.", field="depth")
+            raise ApiError(
+                "invalid_depth",
+                "depth must be an integer from 1 to 1000.",
+                field="depth",
+            )
         return Response(book_snapshot(self.get_object(), int(depth_param)))
 
     @extend_schema(responses=TradeSerializer(many=True))

@@ -20,7 +20,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.utils import timezone
 
 from exchange import engine
@@ -38,7 +44,10 @@ from registry.services import system_account
 logger = logging.getLogger(__name__)
 
 _SIDE = {Order.Side.BUY: engine.Side.BUY, Order.Side.SELL: engine.Side.SELL}
-_TYPE = {Order.Type.LIMIT: engine.OrderType.LIMIT, Order.Type.MARKET: engine.OrderType.MARKET}
+_TYPE = {
+    Order.Type.LIMIT: engine.OrderType.LIMIT,
+    Order.Type.MARKET: engine.OrderType.MARKET,
+}
 _TIF = {
     Order.TimeInForce.GTC: engine.TimeInForce.GTC,
     Order.TimeInForce.IOC: engine.TimeInForce.IOC,
@@ -90,7 +99,8 @@ class MarketOwnership:
             try:
                 with connection.cursor() as cursor:
                     cursor.execute(
-                        "SELECT pg_advisory_unlock(%s)", [advisory_key(self.market_code)]
+                        "SELECT pg_advisory_unlock(%s)",
+                        [advisory_key(self.market_code)],
                     )
             except DatabaseError:
                 pass
@@ -238,7 +248,9 @@ class MatchingWorker:
         with transaction.atomic(durable=True):
             market = Market.objects.get(pk=self.market.pk)
             self.market = market
-            inbox = OrderRequest.objects.filter(market=market, processed_at__isnull=True)
+            inbox = OrderRequest.objects.filter(
+                market=market, processed_at__isnull=True
+            )
             if market.state != Market.State.OPEN:
                 inbox = inbox.filter(kind=OrderRequest.Kind.CANCEL)
             requests = list(inbox.order_by("id")[: self.batch_size])
@@ -265,22 +277,31 @@ class MatchingWorker:
 class _Batch:
     """The outcome of one batch of requests, persisted in the caller's transaction."""
 
-    def __init__(self, worker: MatchingWorker, market: Market, requests: list[OrderRequest]) -> None:
+    def __init__(
+        self, worker: MatchingWorker, market: Market, requests: list[OrderRequest]
+    ) -> None:
         self.worker = worker
         self.market = market
         self.requests = requests
         self.now = timezone.now()
         self.states: dict[int, _OrderState] = {}
         self.fills: list[_Fill] = []
-        self.touched_levels: defaultdict[int, set[tuple[engine.Side, int]]] = defaultdict(set)
+        self.touched_levels: defaultdict[int, set[tuple[engine.Side, int]]] = (
+            defaultdict(set)
+        )
 
     def _load_orders(self, order_ids: set[int]) -> None:
         missing = order_ids - self.states.keys()
         if not missing:
             return
-        orders = Order.objects.select_for_update(of=("self",)).select_related(
-            "symbol__market", "symbol__asset", "symbol__currency", "held_asset"
-        ).filter(pk__in=missing).order_by("pk")
+        orders = (
+            Order.objects.select_for_update(of=("self",))
+            .select_related(
+                "symbol__market", "symbol__asset", "symbol__currency", "held_asset"
+            )
+            .filter(pk__in=missing)
+            .order_by("pk")
+        )
         for order in orders:
             self.states[order.pk] = _OrderState(order)
 
@@ -330,7 +351,9 @@ class _Batch:
             )
         elif order.status in RESTING_STATUSES:
             symbol = self.worker.symbols[order.symbol_id]
-            events = self.worker.book_for(order.symbol_id).apply(engine.CancelOrder(order.pk))
+            events = self.worker.book_for(order.symbol_id).apply(
+                engine.CancelOrder(order.pk)
+            )
             self._apply_events(
                 symbol, events, priority=None, acting_user_id=request.requested_by_id
             )
@@ -365,7 +388,9 @@ class _Batch:
                 state = self.states[event.order_id]
                 if event.reason == engine.CancelReason.REQUESTED:
                     assert state.order.price is not None
-                    touched.add((_SIDE[state.order.side], symbol.to_ticks(state.order.price)))
+                    touched.add(
+                        (_SIDE[state.order.side], symbol.to_ticks(state.order.price))
+                    )
                 state.move(
                     OrderStatus.CANCELLED,
                     reason=event.reason.value,
@@ -376,12 +401,16 @@ class _Batch:
                 if state.order.status == OrderStatus.PENDING:
                     state.move(OrderStatus.REJECTED, reason=event.reason.value)
                 else:
-                    logger.warning("engine rejected %s: %s", event.order_id, event.reason)
+                    logger.warning(
+                        "engine rejected %s: %s", event.order_id, event.reason
+                    )
 
     def _fill(self, symbol: Symbol, event: engine.Fill) -> None:
         taker = self.states[event.taker_order_id]
         maker = self.states[event.maker_order_id]
-        buy, sell = (taker, maker) if taker.order.side == Order.Side.BUY else (maker, taker)
+        buy, sell = (
+            (taker, maker) if taker.order.side == Order.Side.BUY else (maker, taker)
+        )
         quantity = symbol.from_lots(event.quantity)
         price = symbol.from_ticks(event.price)
         for state in (taker, maker):
@@ -395,7 +424,9 @@ class _Batch:
                 fill_price=price,
             )
         self.fills.append(
-            _Fill(symbol, event, buy, sell, taker.order.side, buy.order.remaining_quantity)
+            _Fill(
+                symbol, event, buy, sell, taker.order.side, buy.order.remaining_quantity
+            )
         )
 
     # -- persistence -----------------------------------------------------------------
@@ -493,7 +524,9 @@ class _Batch:
             currency.quantize(value * seller_rate / Decimal(10000)),
         )
 
-    def _post_trade(self, ledger: LedgerBatch, fee_account: Account, fill: _Fill, trade: Trade) -> None:
+    def _post_trade(
+        self, ledger: LedgerBatch, fee_account: Account, fill: _Fill, trade: Trade
+    ) -> None:
         symbol = fill.symbol
         currency = symbol.currency
         value = trade.value
@@ -509,8 +542,15 @@ class _Batch:
             kind=JournalEntry.Kind.TRADE,
             lines=[
                 Line(buy.account_id, currency.pk, Bucket.HELD, -(value + buyer_fee)),
-                Line(sell.account_id, currency.pk, Bucket.AVAILABLE, value - seller_fee),
-                Line(fee_account.pk, currency.pk, Bucket.AVAILABLE, buyer_fee + seller_fee),
+                Line(
+                    sell.account_id, currency.pk, Bucket.AVAILABLE, value - seller_fee
+                ),
+                Line(
+                    fee_account.pk,
+                    currency.pk,
+                    Bucket.AVAILABLE,
+                    buyer_fee + seller_fee,
+                ),
                 Line(sell.account_id, symbol.asset_id, Bucket.HELD, -trade.quantity),
                 Line(buy.account_id, symbol.asset_id, Bucket.AVAILABLE, trade.quantity),
             ],
@@ -535,7 +575,9 @@ class _Batch:
             if buy.held_amount > needed:
                 self._release(ledger, fill.buy, buy.held_amount - needed)
 
-    def _release(self, ledger: LedgerBatch, state: _OrderState, amount: Decimal) -> None:
+    def _release(
+        self, ledger: LedgerBatch, state: _OrderState, amount: Decimal
+    ) -> None:
         order = state.order
         ledger.post(
             kind=JournalEntry.Kind.RELEASE,
@@ -562,7 +604,9 @@ class _Batch:
             symbol = self.worker.symbols[symbol_id]
             book = self.worker.books[symbol_id]
             bids, asks = [], []
-            for side, price in sorted(levels, key=lambda level: (level[0].value, level[1])):
+            for side, price in sorted(
+                levels, key=lambda level: (level[0].value, level[1])
+            ):
                 quantity, count = book.level(side, price)
                 row = [
                     str(symbol.from_ticks(price)),
@@ -576,7 +620,9 @@ class _Batch:
             )
         for trade in trades:
             messages.append(
-                stream_message(trades_topic(trade.symbol), trade.seq, trade_to_wire(trade))
+                stream_message(
+                    trades_topic(trade.symbol), trade.seq, trade_to_wire(trade)
+                )
             )
         return messages
 
@@ -593,8 +639,9 @@ def matcher_threads_start(stop_event: threading.Event) -> list[threading.Thread]
             poll_seconds=settings.MATCHER_POLL_SECONDS,
             stop_event=stop_event,
         )
-        thread = threading.Thread(target=worker.run, name=f"matcher-{code}", daemon=True)
+        thread = threading.Thread(
+            target=worker.run, name=f"matcher-{code}", daemon=True
+        )
         thread.start()
         threads.append(thread)
     return threads
-

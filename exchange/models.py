@@ -114,7 +114,9 @@ class Symbol(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["market", "code"], name="symbol_unique"),
             models.CheckConstraint(
-                condition=Q(tick_size__gt=0) & Q(lot_size__gt=0) & Q(min_quantity__gt=0),
+                condition=Q(tick_size__gt=0)
+                & Q(lot_size__gt=0)
+                & Q(min_quantity__gt=0),
                 name="symbol_grid_positive",
             ),
         ]
@@ -139,7 +141,9 @@ class Symbol(models.Model):
         if self.lot_size and self.asset_id and not self.asset.is_on_grid(self.lot_size):
             errors["lot_size"] = "The lot size is finer than the asset's scale."
         if self.min_quantity and self.lot_size and self.min_quantity % self.lot_size:
-            errors["min_quantity"] = "The minimum quantity must be a whole number of lots."
+            errors["min_quantity"] = (
+                "The minimum quantity must be a whole number of lots."
+            )
         if errors:
             raise ValidationError(errors)
 
@@ -180,7 +184,9 @@ class Symbol(models.Model):
 class Holiday(models.Model):
     """A date on which a market does not trade."""
 
-    market = models.ForeignKey(Market, on_delete=models.CASCADE, related_name="holidays")
+    market = models.ForeignKey(
+        Market, on_delete=models.CASCADE, related_name="holidays"
+    )
     date = models.DateField()
     name = models.CharField(max_length=100)
 

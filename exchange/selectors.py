@@ -33,17 +33,35 @@ def book_snapshot(symbol: Symbol, depth: int | None = None) -> dict[str, Any]:
         levels = list(
             Order.objects.filter(symbol=symbol, status__in=RESTING_STATUSES)
             .values("side", "price")
-            .annotate(quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id"))
+            .annotate(
+                quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id")
+            )
         )
-        bids = sorted((lv for lv in levels if lv["side"] == Order.Side.BUY), key=lambda lv: -lv["price"])
-        asks = sorted((lv for lv in levels if lv["side"] == Order.Side.SELL), key=lambda lv: lv["price"])
+        bids = sorted(
+            (lv for lv in levels if lv["side"] == Order.Side.BUY),
+            key=lambda lv: -lv["price"],
+        )
+        asks = sorted(
+            (lv for lv in levels if lv["side"] == Order.Side.SELL),
+            key=lambda lv: lv["price"],
+        )
 
     def rows(side_levels: list[dict[str, Any]]) -> list[list[Any]]:
         return [
-            [str(symbol.format_price(lv["price"])), str(symbol.asset.quantize(lv["quantity"])), lv["orders"]]
+            [
+                str(symbol.format_price(lv["price"])),
+                str(symbol.asset.quantize(lv["quantity"])),
+                lv["orders"],
+            ]
             for lv in side_levels[:depth]
         ]
-    return {"symbol": symbol.identifier, "seq": seq, "bids": rows(bids), "asks": rows(asks)}
+
+    return {
+        "symbol": symbol.identifier,
+        "seq": seq,
+        "bids": rows(bids),
+        "asks": rows(asks),
+    }
 
 
 def trades_snapshot(symbol: Symbol, limit: int = 50) -> dict[str, Any]:
@@ -56,7 +74,11 @@ def trades_snapshot(symbol: Symbol, limit: int = 50) -> dict[str, Any]:
             .select_related("symbol__market", "symbol__asset")
             .order_by("-seq")[:limit]
         )
-    return {"symbol": symbol.identifier, "seq": seq, "trades": [trade_to_wire(t) for t in trades]}
+    return {
+        "symbol": symbol.identifier,
+        "seq": seq,
+        "trades": [trade_to_wire(t) for t in trades],
+    }
 
 
 def market_snapshot(market: Market) -> dict[str, Any]:

@@ -14,8 +14,14 @@ from registry.services import RegistryError, User, audit_record
 
 #: action -> (states it may be taken from, resulting state)
 MARKET_ACTIONS: dict[str, tuple[frozenset[str], str]] = {
-    "open": (frozenset({Market.State.CLOSED, Market.State.PRE_OPEN}), Market.State.OPEN),
-    "halt": (frozenset({Market.State.OPEN, Market.State.PRE_OPEN}), Market.State.HALTED),
+    "open": (
+        frozenset({Market.State.CLOSED, Market.State.PRE_OPEN}),
+        Market.State.OPEN,
+    ),
+    "halt": (
+        frozenset({Market.State.OPEN, Market.State.PRE_OPEN}),
+        Market.State.HALTED,
+    ),
     "resume": (frozenset({Market.State.HALTED}), Market.State.OPEN),
     "close": (
         frozenset({Market.State.OPEN, Market.State.HALTED, Market.State.PRE_OPEN}),
@@ -44,7 +50,9 @@ def market_to_wire(market: Market) -> dict[str, object]:
     }
 
 
-def market_set_state(*, market: Market, action: str, acting_user: User, reason: str = "") -> Market:
+def market_set_state(
+    *, market: Market, action: str, acting_user: User, reason: str = ""
+) -> Market:
     """Open, halt, resume or close a market; audited, published on ``market.<code>``.
 
     Raises ``MarketStateError`` for an unknown action or one the current state does
@@ -55,11 +63,19 @@ def market_set_state(*, market: Market, action: str, acting_user: User, reason: 
         raise MarketStateError(f"Unknown market action {action!r}.", field="action")
     allowed_from, target = MARKET_ACTIONS[action]
     with transaction.atomic():
-        market = Market.objects.select_for_update().select_related("currency").get(pk=market.pk)
+        market = (
+            Market.objects.select_for_update()
+            .select_related("currency")
+            .get(pk=market.pk)
+        )
         if market.state not in allowed_from:
-            raise MarketStateError(f"Cannot {action} market {market.code}: it is {market.state}.")
+            raise MarketStateError(
+                f"Cannot {action} market {market.code}: it is {market.state}."
+            )
         if action == "halt" and not reason:
-            raise MarketStateError("A halt needs a reason.", field="reason", code="reason_required")
+            raise MarketStateError(
+                "A halt needs a reason.", field="reason", code="reason_required"
+            )
         previous = market.state
         market.state = target
         market.state_reason = reason
@@ -79,13 +95,26 @@ def market_set_state(*, market: Market, action: str, acting_user: User, reason: 
 
 
 def market_create(
-    *, code: str, name: str, currency: Asset, timezone_name: str, acting_user: User, **options: object
+    *,
+    code: str,
+    name: str,
+    currency: Asset,
+    timezone_name: str,
+    acting_user: User,
+    **options: object,
 ) -> Market:
-    market = Market(code=code, name=name, currency=currency, timezone=timezone_name, **options)
+    market = Market(
+        code=code, name=name, currency=currency, timezone=timezone_name, **options
+    )
     _full_clean(market)
     with transaction.atomic():
         market.save()
-        audit_record(actor=acting_user, action="market_create", target=market, changes={"code": code})
+        audit_record(
+            actor=acting_user,
+            action="market_create",
+            target=market,
+            changes={"code": code},
+        )
     return market
 
 
@@ -108,7 +137,9 @@ def symbol_issue(
         raise RegistryError(" ".join(error.messages), field="code") from error
     with transaction.atomic():
         if Asset.objects.filter(code=asset_code).exists():
-            raise RegistryError(f"{asset_code} already exists.", code="duplicate", field="code")
+            raise RegistryError(
+                f"{asset_code} already exists.", code="duplicate", field="code"
+            )
         asset = Asset.objects.create(
             code=asset_code, name=name, kind=Asset.Kind.SECURITY, scale=scale
         )
@@ -128,7 +159,11 @@ def symbol_issue(
             actor=acting_user,
             action="symbol_issue",
             target=symbol,
-            changes={"symbol": symbol.identifier, "tick_size": str(tick_size), "lot_size": str(lot_size)},
+            changes={
+                "symbol": symbol.identifier,
+                "tick_size": str(tick_size),
+                "lot_size": str(lot_size),
+            },
         )
     return symbol
 

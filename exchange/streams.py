@@ -41,7 +41,9 @@ def stream_advance(counts: Mapping[str, int]) -> dict[str, int]:
         [StreamSequence(topic=topic) for topic in topics], ignore_conflicts=True
     )
     rows = list(
-        StreamSequence.objects.select_for_update().filter(topic__in=topics).order_by("topic")
+        StreamSequence.objects.select_for_update()
+        .filter(topic__in=topics)
+        .order_by("topic")
     )
     first: dict[str, int] = {}
     for row in rows:

@@ -20,9 +20,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
 from config.api import validation_error_body
-
 from exchange.models import Market, Symbol
-from exchange.selectors import book_snapshot, market_snapshot, snapshot_transaction, trades_snapshot
+from exchange.selectors import (
+    book_snapshot,
+    market_snapshot,
+    snapshot_transaction,
+    trades_snapshot,
+)
 from exchange.streams import attach_event_loop, group_name, stream_current
 from oms.api import OrderRequestSerializer
 from oms.models import OPEN_STATUSES, Order
@@ -34,7 +38,11 @@ from registry.wire import balance_to_wire, holding_to_wire
 
 logger = logging.getLogger(__name__)
 
-PRIVATE_TOPICS = {"orders": orders_topic, "balances": balances_topic, "holdings": holdings_topic}
+PRIVATE_TOPICS = {
+    "orders": orders_topic,
+    "balances": balances_topic,
+    "holdings": holdings_topic,
+}
 SYMBOL_TOPICS = {"book", "trades"}
 MAX_TOPICS = 200
 
@@ -58,7 +66,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         for upstream in list(self.routes):
-            await self.channel_layer.group_discard(group_name(upstream), self.channel_name)
+            await self.channel_layer.group_discard(
+                group_name(upstream), self.channel_name
+            )
 
     @property
     def is_authenticated(self) -> bool:
@@ -85,7 +95,12 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 raise StreamError("unknown_op", f"Unknown op {op!r}.")
         except StreamError as error:
             await self.send_json(
-                {"type": "error", "code": error.code, "message": error.message, "id": content.get("id") if isinstance(content, dict) else None}
+                {
+                    "type": "error",
+                    "code": error.code,
+                    "message": error.message,
+                    "id": content.get("id") if isinstance(content, dict) else None,
+                }
             )
 
     async def decode_json(self, text_data: str) -> Any:
@@ -99,7 +114,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
             raise StreamError("bad_topics", "'topics' must be a list of strings.")
         if len(self.subscriptions) + len(topics) > MAX_TOPICS:
-            raise StreamError("too_many_topics", f"At most {MAX_TOPICS} topics per connection.")
+            raise StreamError(
+                "too_many_topics", f"At most {MAX_TOPICS} topics per connection."
+            )
         return topics
 
     # -- subscriptions ---------------------------------------------------------------
@@ -119,7 +136,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         upstreams = self.subscriptions.pop(topic, {})
         for upstream in upstreams:
             self.routes.pop(upstream, None)
-            await self.channel_layer.group_discard(group_name(upstream), self.channel_name)
+            await self.channel_layer.group_discard(
+                group_name(upstream), self.channel_name
+            )
         await self.send_json({"type": "unsubscribed", "topic": topic})
 
     async def _upstreams(self, topic: str) -> list[str]:
@@ -138,7 +157,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _account_ids(self) -> list[int]:
         return list(
-            AccountAccess.objects.filter(user_id=self.user.pk).order_by("account_id").values_list("account_id", flat=True)
+            AccountAccess.objects.filter(user_id=self.user.pk)
+            .order_by("account_id")
+            .values_list("account_id", flat=True)
         )
 
     @database_sync_to_async
@@ -170,29 +191,64 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         kind, _, rest = topic.partition(".")
         if kind == "book":
             data = await database_sync_to_async(book_snapshot)(await self._symbol(rest))
-            return {"type": "snapshot", "topic": topic, "seq": data.pop("seq"), "data": data}
+            return {
+                "type": "snapshot",
+                "topic": topic,
+                "seq": data.pop("seq"),
+                "data": data,
+            }
         if kind == "trades":
-            data = await database_sync_to_async(trades_snapshot)(await self._symbol(rest))
-            return {"type": "snapshot", "topic": topic, "seq": data.pop("seq"), "data": data}
+            data = await database_sync_to_async(trades_snapshot)(
+                await self._symbol(rest)
+            )
+            return {
+                "type": "snapshot",
+                "topic": topic,
+                "seq": data.pop("seq"),
+                "data": data,
+            }
         if kind == "market":
-            data = await database_sync_to_async(market_snapshot)(await self._market(rest))
-            return {"type": "snapshot", "topic": topic, "seq": data.pop("seq"), "data": data}
+            data = await database_sync_to_async(market_snapshot)(
+                await self._market(rest)
+            )
+            return {
+                "type": "snapshot",
+                "topic": topic,
+                "seq": data.pop("seq"),
+                "data": data,
+            }
         seqs, data = await self._private_snapshot(kind, list(self.subscriptions[topic]))
         return {"type": "snapshot", "topic": topic, "seqs": seqs, "data": data}
 
     @database_sync_to_async
-    def _private_snapshot(self, kind: str, upstreams: list[str]) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    def _private_snapshot(
+        self, kind: str, upstreams: list[str]
+    ) -> tuple[dict[str, int], list[dict[str, Any]]]:
         account_ids = [int(u.rsplit(".", 1)[1]) for u in upstreams]
         with snapshot_transaction():
             current = stream_current(upstreams)
             seqs = {u.rsplit(".", 1)[1]: seq for u, seq in current.items()}
             if kind == "orders":
-                orders = Order.objects.filter(account_id__in=account_ids, status__in=OPEN_STATUSES).select_related(
-                    "symbol__market", "symbol__asset", "symbol__currency"
-                ).order_by("id")
+                orders = (
+                    Order.objects.filter(
+                        account_id__in=account_ids, status__in=OPEN_STATUSES
+                    )
+                    .select_related(
+                        "symbol__market", "symbol__asset", "symbol__currency"
+                    )
+                    .order_by("id")
+                )
                 return seqs, [order_to_wire(o) for o in orders]
-            asset_kind = Asset.Kind.SECURITY if kind == "holdings" else Asset.Kind.CURRENCY
-            balances = Balance.objects.filter(account_id__in=account_ids, asset__kind=asset_kind).select_related("asset").order_by("account_id", "asset__code")
+            asset_kind = (
+                Asset.Kind.SECURITY if kind == "holdings" else Asset.Kind.CURRENCY
+            )
+            balances = (
+                Balance.objects.filter(
+                    account_id__in=account_ids, asset__kind=asset_kind
+                )
+                .select_related("asset")
+                .order_by("account_id", "asset__code")
+            )
             wire = holding_to_wire if kind == "holdings" else balance_to_wire
             return seqs, [{"account": b.account_id, **wire(b)} for b in balances]
 
@@ -208,11 +264,18 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         if seq <= last:
             return  # already covered by the snapshot
         if seq != last + 1:
-            logger.info("gap on %s: %s after %s; resending the snapshot", upstream, seq, last)
+            logger.info(
+                "gap on %s: %s after %s; resending the snapshot", upstream, seq, last
+            )
             await self._send_snapshot(topic)
             return
         self.subscriptions[topic][upstream] = seq
-        update: dict[str, Any] = {"type": "update", "topic": topic, "seq": seq, "data": message["data"]}
+        update: dict[str, Any] = {
+            "type": "update",
+            "topic": topic,
+            "seq": seq,
+            "data": message["data"],
+        }
         if "account" in message:
             update["account"] = message["account"]
         await self.send_json(update)
@@ -236,7 +299,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             order = await database_sync_to_async(run)()
         except OrderError as error:
             raise StreamError(error.code, error.message) from error
-        await self.send_json({"type": "placed", "id": content.get("id"), "order": order})
+        await self.send_json(
+            {"type": "placed", "id": content.get("id"), "order": order}
+        )
 
     async def _cancel(self, content: dict[str, Any]) -> None:
         if not self.is_authenticated:
@@ -252,4 +317,6 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             order = await database_sync_to_async(run)()
         except OrderError as error:
             raise StreamError(error.code, error.message) from error
-        await self.send_json({"type": "cancel_requested", "id": content.get("id"), "order": order})
+        await self.send_json(
+            {"type": "cancel_requested", "id": content.get("id"), "order": order}
+        )

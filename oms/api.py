@@ -21,16 +21,24 @@ class OrderRequestSerializer(serializers.Serializer[Any]):
     symbol = serializers.CharField(max_length=40)
     side = serializers.ChoiceField(choices=Order.Side.choices)
     type = serializers.ChoiceField(choices=Order.Type.choices, default=Order.Type.LIMIT)
-    time_in_force = serializers.ChoiceField(choices=Order.TimeInForce.choices, required=False)
+    time_in_force = serializers.ChoiceField(
+        choices=Order.TimeInForce.choices, required=False
+    )
     # The bounds of the NUMERIC columns: Order.price (20, 8) and quantity (30, 10).
     price = DecimalStringField(required=False, allow_null=True, max_whole_digits=12)
     quantity = DecimalStringField(max_places=10, max_whole_digits=20)
-    client_order_id = serializers.CharField(max_length=64, required=False, allow_blank=False)
+    client_order_id = serializers.CharField(
+        max_length=64, required=False, allow_blank=False
+    )
 
     def to_spec(self) -> OrderSpec:
         data = self.validated_data
         order_type = data["type"]
-        default_tif = Order.TimeInForce.GTC if order_type == Order.Type.LIMIT else Order.TimeInForce.IOC
+        default_tif = (
+            Order.TimeInForce.GTC
+            if order_type == Order.Type.LIMIT
+            else Order.TimeInForce.IOC
+        )
         return OrderSpec(
             account_id=data["account"],
             symbol=data["symbol"],
@@ -81,16 +89,20 @@ class OrderViewSet(
     }
 
     def get_queryset(self) -> QuerySet[Order]:
-        return Order.objects.filter(account__access__user_id=self.request.user.pk).select_related(
-            "symbol__market", "symbol__asset", "symbol__currency"
-        )
+        return Order.objects.filter(
+            account__access__user_id=self.request.user.pk
+        ).select_related("symbol__market", "symbol__asset", "symbol__currency")
 
     @extend_schema(
         request=OrderRequestSerializer,
         responses={
             201: OrderSerializer,
-            200: OpenApiResponse(OrderSerializer, description="Resubmission: the original order"),
-            409: OpenApiResponse(description="client_order_id reused with a different body"),
+            200: OpenApiResponse(
+                OrderSerializer, description="Resubmission: the original order"
+            ),
+            409: OpenApiResponse(
+                description="client_order_id reused with a different body"
+            ),
         },
     )
     def create(self, request: Request) -> Response:
@@ -105,6 +117,9 @@ class OrderViewSet(
     @extend_schema(responses={202: OrderSerializer})
     def destroy(self, request: Request, pk: str) -> Response:
         if not pk.isdigit():
-            return Response({"code": "order_not_found", "message": f"There is no order {pk}."}, status=404)
+            return Response(
+                {"code": "order_not_found", "message": f"There is no order {pk}."},
+                status=404,
+            )
         order = order_cancel(user=request.user, order_id=int(pk))
         return Response(order_to_wire(order), status=status.HTTP_202_ACCEPTED)

@@ -63,7 +63,9 @@ class Order(models.Model):
         IOC = "ioc", "Immediate or cancel"
         FOK = "fok", "Fill or kill"
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="orders"
+    )
     symbol = models.ForeignKey(Symbol, on_delete=models.PROTECT, related_name="orders")
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
     side = models.CharField(max_length=4, choices=Side.choices)

@@ -47,7 +47,9 @@ def private_messages(
     for order in orders:
         topic = orders_topic(order.account_id)
         messages.append(
-            stream_message(topic, next_seq[topic], order_to_wire(order), account=order.account_id)
+            stream_message(
+                topic, next_seq[topic], order_to_wire(order), account=order.account_id
+            )
         )
         next_seq[topic] += 1
     for balance in client_balances:
@@ -61,4 +63,3 @@ def private_messages(
         )
         next_seq[topic] += 1
     return messages
-

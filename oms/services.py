@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
-from django.db.models import Min, Max
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from exchange.models import Holiday, Market, Symbol, Trade
@@ -146,9 +146,13 @@ def _validate_grid(spec: OrderSpec, symbol: Symbol) -> None:
         )
     if spec.type == Order.Type.LIMIT:
         if spec.price is None:
-            raise OrderError("price_required", "A limit order needs a price.", field="price")
+            raise OrderError(
+                "price_required", "A limit order needs a price.", field="price"
+            )
         if spec.price <= 0:
-            raise OrderError("invalid_price", "The price must be positive.", field="price")
+            raise OrderError(
+                "invalid_price", "The price must be positive.", field="price"
+            )
         if spec.price % symbol.tick_size:
             raise OrderError(
                 "price_off_tick",
@@ -202,7 +206,10 @@ def _protection_price(spec: OrderSpec, symbol: Symbol) -> Decimal:
         reference = resting.filter(side=Order.Side.BUY).aggregate(p=Max("price"))["p"]
     if reference is None:
         reference = (
-            Trade.objects.filter(symbol=symbol).order_by("-seq").values_list("price", flat=True).first()
+            Trade.objects.filter(symbol=symbol)
+            .order_by("-seq")
+            .values_list("price", flat=True)
+            .first()
         )
     if reference is None:
         raise OrderError(
@@ -216,7 +223,9 @@ def _protection_price(spec: OrderSpec, symbol: Symbol) -> Decimal:
     return symbol.from_ticks(max(1, symbol.ticks_floor(reference * (1 - collar))))
 
 
-def buy_reservation(*, price: Decimal, quantity: Decimal, market: Market, currency: Asset) -> Decimal:
+def buy_reservation(
+    *, price: Decimal, quantity: Decimal, market: Market, currency: Asset
+) -> Decimal:
     """Cash held for a buy of ``quantity`` at up to ``price``: the value plus the
     worst-case fee, rounded up. Fees charged on fills round down, so what a fill
     consumes never exceeds the part of the reservation it frees."""
@@ -241,7 +250,9 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
     _validate_grid(spec, symbol)
     market = symbol.market
     market_check_trading(market, symbol)
-    price = spec.price if spec.type == Order.Type.LIMIT else _protection_price(spec, symbol)
+    price = (
+        spec.price if spec.type == Order.Type.LIMIT else _protection_price(spec, symbol)
+    )
     assert price is not None
     if price * spec.quantity >= MAX_ORDER_VALUE:
         raise OrderError(
@@ -262,7 +273,14 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
     try:
         with transaction.atomic(durable=True):
             order = _store(
-                user, account, symbol, spec, price, held_asset, held_amount, client_order_id
+                user,
+                account,
+                symbol,
+                spec,
+                price,
+                held_asset,
+                held_amount,
+                client_order_id,
             )
     except IntegrityError:
         # A concurrent request with the same client_order_id won the race.
@@ -275,7 +293,9 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
 
 def _existing(account: Account, spec: OrderSpec) -> PlaceResult | None:
     order = (
-        Order.objects.select_related("symbol__market", "symbol__asset", "symbol__currency")
+        Order.objects.select_related(
+            "symbol__market", "symbol__asset", "symbol__currency"
+        )
         .filter(account=account, client_order_id=spec.client_order_id)
         .first()
     )
@@ -336,7 +356,9 @@ def _store(
             status=422,
         ) from error
     batch.flush()
-    publish_on_commit(private_messages(orders=[order], balances=batch.balances.values()))
+    publish_on_commit(
+        private_messages(orders=[order], balances=batch.balances.values())
+    )
     OrderEvent.objects.create(
         order=order,
         from_status=OrderStatus.NEW,
@@ -344,7 +366,10 @@ def _store(
         acting_user_id=user.pk,
     )
     OrderRequest.objects.create(
-        market=symbol.market, order=order, kind=OrderRequest.Kind.PLACE, requested_by_id=user.pk
+        market=symbol.market,
+        order=order,
+        kind=OrderRequest.Kind.PLACE,
+        requested_by_id=user.pk,
     )
     market_notify(symbol.market.code)
     return order
@@ -359,17 +384,23 @@ def order_cancel(*, user: User, order_id: int) -> Order:
     (409); a repeated cancel of an order already being cancelled is accepted.
     """
     order = (
-        Order.objects.select_related("symbol__market", "symbol__asset", "symbol__currency")
+        Order.objects.select_related(
+            "symbol__market", "symbol__asset", "symbol__currency"
+        )
         .filter(pk=order_id, account__access__user_id=user.pk)
         .first()
     )
     if order is None:
-        raise OrderError("order_not_found", f"There is no order {order_id}.", status=404)
+        raise OrderError(
+            "order_not_found", f"There is no order {order_id}.", status=404
+        )
     account_for_trading(user=user, account_id=order.account_id)
     with transaction.atomic(durable=True):
-        order = Order.objects.select_for_update().select_related(
-            "symbol__market", "symbol__asset", "symbol__currency"
-        ).get(pk=order.pk)
+        order = (
+            Order.objects.select_for_update()
+            .select_related("symbol__market", "symbol__asset", "symbol__currency")
+            .get(pk=order.pk)
+        )
         if order.status not in OPEN_STATUSES:
             raise OrderError(
                 "order_not_open", f"Order {order.pk} is {order.status}.", status=409

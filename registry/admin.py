@@ -272,9 +272,7 @@ class Credit:
 
 CREDITS = {
     "deposit": Credit("Deposit cash", "Deposited", Asset.Kind.CURRENCY, cash_deposit),
-    "issue": Credit(
-        "Issue holdings", "Issued", Asset.Kind.SECURITY, security_issue
-    ),
+    "issue": Credit("Issue holdings", "Issued", Asset.Kind.SECURITY, security_issue),
 }
 
 

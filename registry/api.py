@@ -47,7 +47,9 @@ def accounts_of(user: Any) -> QuerySet[Account]:
     """The accounts ``user`` may see, each annotated with the user's ``caller_role``."""
     from django.db.models import OuterRef, Subquery
 
-    role = AccountAccess.objects.filter(account=OuterRef("pk"), user_id=user.pk).values("role")[:1]
+    role = AccountAccess.objects.filter(account=OuterRef("pk"), user_id=user.pk).values(
+        "role"
+    )[:1]
     return (
         Account.objects.filter(access__user_id=user.pk)
         .select_related("currency")

@@ -141,7 +141,9 @@ class LedgerBatch:
             totals[line.asset_id] += line.amount
         unbalanced = {asset: total for asset, total in totals.items() if total}
         if unbalanced:
-            raise UnbalancedEntryError(f"entry {kind} {reference} is off by {unbalanced}")
+            raise UnbalancedEntryError(
+                f"entry {kind} {reference} is off by {unbalanced}"
+            )
         deltas: dict[tuple[BalanceKey, str], Decimal] = defaultdict(Decimal)
         for line in lines:
             deltas[((line.account_id, line.asset_id), line.bucket)] += line.amount

@@ -104,9 +104,13 @@ class AccountAccess(models.Model):
     TRADING_ROLES = (Role.OWNER, Role.TRADER)
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_access"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="account_access",
     )
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="access")
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="access"
+    )
     role = models.CharField(max_length=16, choices=Role.choices)
 
     class Meta:

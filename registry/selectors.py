@@ -42,9 +42,17 @@ def ledger_differences() -> list[Difference]:
     for balance in Balance.objects.select_related("account", "asset").order_by("pk"):
         for bucket in ("available", "held", "unsettled"):
             stored = getattr(balance, bucket)
-            ledger = sums.get((balance.account_id, balance.asset_id, bucket), Decimal(0))
+            ledger = sums.get(
+                (balance.account_id, balance.asset_id, bucket), Decimal(0)
+            )
             if stored != ledger:
                 differences.append(
-                    Difference(balance.account.number, balance.asset.code, bucket, stored, ledger)
+                    Difference(
+                        balance.account.number,
+                        balance.asset.code,
+                        bucket,
+                        stored,
+                        ledger,
+                    )
                 )
     return differences

@@ -28,7 +28,9 @@ SYSTEM_ACCOUNTS = {
 class RegistryError(Exception):
     code = "invalid"
 
-    def __init__(self, message: str, *, code: str | None = None, field: str = "") -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, field: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
@@ -126,10 +128,13 @@ def _credit_from_system(
         # Checked under the row lock, so a concurrent suspension wins or waits.
         account = Account.objects.select_for_update().get(pk=account.pk)
         if account.is_system:
-            raise RegistryError("Only client accounts can be credited.", field="account")
+            raise RegistryError(
+                "Only client accounts can be credited.", field="account"
+            )
         if account.status != Account.Status.ACTIVE:
             raise RegistryError(
-                f"Account {account.number} is {account.status}.", code="account_inactive"
+                f"Account {account.number} is {account.status}.",
+                code="account_inactive",
             )
         source = system_account(system_kind)
         batch = LedgerBatch([(account.pk, asset.pk), (source.pk, asset.pk)])
@@ -155,7 +160,12 @@ def _credit_from_system(
 
 
 def cash_deposit(
-    *, account: Account, asset: Asset, amount: Decimal, acting_user: User, reason: str = ""
+    *,
+    account: Account,
+    asset: Asset,
+    amount: Decimal,
+    acting_user: User,
+    reason: str = "",
 ) -> JournalEntry:
     """Credit cash received into the operator's bank account to a client account."""
     if asset.kind != Asset.Kind.CURRENCY:
@@ -172,7 +182,12 @@ def cash_deposit(
 
 
 def security_issue(
-    *, account: Account, asset: Asset, amount: Decimal, acting_user: User, reason: str = ""
+    *,
+    account: Account,
+    asset: Asset,
+    amount: Decimal,
+    acting_user: User,
+    reason: str = "",
 ) -> JournalEntry:
     """Issue units of a security to a client account, against the issuance account."""
     if asset.kind != Asset.Kind.SECURITY:

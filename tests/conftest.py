@@ -64,7 +64,9 @@ def bob_client(bob):
     return client_for(bob)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+):
     """Poll ``predicate`` until it returns something truthy, or fail."""
     deadline = time.monotonic() + timeout
     while True:
@@ -81,7 +83,9 @@ class MatcherThread:
 
     def __init__(self, market_code: str) -> None:
         self.stop_event = threading.Event()
-        self.worker = MatchingWorker(market_code, batch_size=200, poll_seconds=0.1, stop_event=self.stop_event)
+        self.worker = MatchingWorker(
+            market_code, batch_size=200, poll_seconds=0.1, stop_event=self.stop_event
+        )
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -148,12 +152,20 @@ def assert_trading_consistent() -> None:
         .annotate(total=Sum("fill_quantity"))
     )
     for order in Order.objects.all():
-        assert order.filled_quantity == traded.get(order.pk, 0) == event_fills.get(order.pk, 0)
+        assert (
+            order.filled_quantity
+            == traded.get(order.pk, 0)
+            == event_fills.get(order.pk, 0)
+        )
         assert 0 <= order.filled_quantity <= order.quantity
         if order.is_terminal:
             assert order.held_amount == 0, order
     for symbol_id in Order.objects.values_list("symbol_id", flat=True).distinct():
-        seqs = list(Trade.objects.filter(symbol_id=symbol_id).order_by("seq").values_list("seq", flat=True))
+        seqs = list(
+            Trade.objects.filter(symbol_id=symbol_id)
+            .order_by("seq")
+            .values_list("seq", flat=True)
+        )
         assert seqs == list(range(1, len(seqs) + 1))
         resting = Order.objects.filter(symbol_id=symbol_id, status__in=RESTING_STATUSES)
         best_bid = resting.filter(side="buy").aggregate(p=Max("price"))["p"]
@@ -162,8 +174,11 @@ def assert_trading_consistent() -> None:
     # held amounts are exactly what the open orders reserve
     for balance in Balance.objects.filter(allow_negative=False):
         reserved = (
-            Order.objects.filter(account=balance.account, held_asset=balance.asset, status__in=OPEN_STATUSES)
-            .aggregate(total=Sum("held_amount"))["total"]
+            Order.objects.filter(
+                account=balance.account,
+                held_asset=balance.asset,
+                status__in=OPEN_STATUSES,
+            ).aggregate(total=Sum("held_amount"))["total"]
             or 0
         )
         assert balance.held == reserved, (balance, reserved)

@@ -28,24 +28,40 @@ def market(code: str = "XSX", **options: object) -> Market:
 
 
 def symbol(market_: Market, code: str = "XS01", **options: object) -> Symbol:
-    return symbol_issue(market=market_, code=code, name=f"{code} Ltd", acting_user=None, **options)
+    return symbol_issue(
+        market=market_, code=code, name=f"{code} Ltd", acting_user=None, **options
+    )
 
 
-def user(username: str = "", *, is_staff: bool = False, password: str = "pw-secret-123"):
+def user(
+    username: str = "", *, is_staff: bool = False, password: str = "pw-secret-123"
+):
     username = username or f"user{next(_numbers)}"
     return get_user_model().objects.create_user(
         username=username, password=password, is_staff=is_staff, is_superuser=is_staff
     )
 
 
-def account(owner=None, *, cash: str = "0", holdings: dict[Symbol, str] | None = None,
-            role: str = AccountAccess.Role.OWNER, currency_: Asset | None = None) -> Account:
+def account(
+    owner=None,
+    *,
+    cash: str = "0",
+    holdings: dict[Symbol, str] | None = None,
+    role: str = AccountAccess.Role.OWNER,
+    currency_: Asset | None = None,
+) -> Account:
     number = f"C{next(_numbers):05d}"
-    acct = Account.objects.create(number=number, name=f"Client {number}", currency=currency_ or currency())
+    acct = Account.objects.create(
+        number=number, name=f"Client {number}", currency=currency_ or currency()
+    )
     if owner is not None:
         account_access_grant(account=acct, user=owner, role=role, acting_user=None)
     if Decimal(cash):
-        cash_deposit(account=acct, asset=acct.currency, amount=Decimal(cash), acting_user=None)
+        cash_deposit(
+            account=acct, asset=acct.currency, amount=Decimal(cash), acting_user=None
+        )
     for sym, quantity in (holdings or {}).items():
-        security_issue(account=acct, asset=sym.asset, amount=Decimal(quantity), acting_user=None)
+        security_issue(
+            account=acct, asset=sym.asset, amount=Decimal(quantity), acting_user=None
+        )
     return acct

@@ -35,7 +35,15 @@ class MatcherProcess:
         self.log_path = log_path
         self.log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_matcher", "--market", "XSX", "--poll-seconds", "0.1"],
+            [
+                sys.executable,
+                "manage.py",
+                "run_matcher",
+                "--market",
+                "XSX",
+                "--poll-seconds",
+                "0.1",
+            ],
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -130,7 +138,14 @@ def test_a_matcher_killed_hard_mid_stream_loses_and_duplicates_nothing(
             price = f"{rng.randint(995, 1005) / 100:.2f}"
             quantity = str(rng.randint(1, 20))
             try:
-                order = place(user, account, side, price, quantity, tif=rng.choice(["gtc", "gtc", "ioc"]))
+                order = place(
+                    user,
+                    account,
+                    side,
+                    price,
+                    quantity,
+                    tif=rng.choice(["gtc", "gtc", "ioc"]),
+                )
             except OrderError:
                 continue
             acknowledged.append(order.pk)

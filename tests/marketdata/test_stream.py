@@ -44,15 +44,31 @@ async def test_a_subscriber_sees_the_trade_and_rebuilds_the_book_from_snapshot_a
     matcher = MatcherThread("XSX").start()
     try:
         ws = await connect()
-        await ws.send_json_to({"op": "subscribe", "topics": ["book.XSX:XS01", "trades.XSX:XS01"]})
+        await ws.send_json_to(
+            {"op": "subscribe", "topics": ["book.XSX:XS01", "trades.XSX:XS01"]}
+        )
         book_snap = await ws.receive_json_from(timeout=5)
         trades_snap = await ws.receive_json_from(timeout=5)
-        assert (book_snap["type"], book_snap["seq"], book_snap["data"]["bids"]) == ("snapshot", 0, [])
-        assert (trades_snap["topic"], trades_snap["seq"], trades_snap["data"]["trades"]) == ("trades.XSX:XS01", 0, [])
+        assert (book_snap["type"], book_snap["seq"], book_snap["data"]["bids"]) == (
+            "snapshot",
+            0,
+            [],
+        )
+        assert (
+            trades_snap["topic"],
+            trades_snap["seq"],
+            trades_snap["data"]["trades"],
+        ) == ("trades.XSX:XS01", 0, [])
 
-        await sync_to_async(rest_place)(alice_client, alice_account, side="sell", price="10.05", quantity="100")
-        await sync_to_async(rest_place)(alice_client, alice_account, side="sell", price="10.10", quantity="50")
-        await sync_to_async(rest_place)(bob_client, bob_account, side="buy", price="10.05", quantity="60")
+        await sync_to_async(rest_place)(
+            alice_client, alice_account, side="sell", price="10.05", quantity="100"
+        )
+        await sync_to_async(rest_place)(
+            alice_client, alice_account, side="sell", price="10.10", quantity="50"
+        )
+        await sync_to_async(rest_place)(
+            bob_client, bob_account, side="buy", price="10.05", quantity="60"
+        )
 
         book = {"bids": {}, "asks": {}}
         seq = 0
@@ -66,13 +82,22 @@ async def test_a_subscriber_sees_the_trade_and_rebuilds_the_book_from_snapshot_a
                 apply_book(book, message["data"])
             else:
                 trades.append(message)
-        assert [(t["seq"], t["data"]["price"], t["data"]["quantity"], t["data"]["aggressor_side"]) for t in trades] == [
-            (1, "10.05", "60", "buy")
-        ]
+        assert [
+            (
+                t["seq"],
+                t["data"]["price"],
+                t["data"]["quantity"],
+                t["data"]["aggressor_side"],
+            )
+            for t in trades
+        ] == [(1, "10.05", "60", "buy")]
         assert book == {"bids": {}, "asks": {"10.05": "40", "10.10": "50"}}
         rest = await sync_to_async(book_snapshot)(symbol)
         assert rest["seq"] == seq
-        assert {"bids": dict((p, q) for p, q, _ in rest["bids"]), "asks": dict((p, q) for p, q, _ in rest["asks"])} == book
+        assert {
+            "bids": dict((p, q) for p, q, _ in rest["bids"]),
+            "asks": dict((p, q) for p, q, _ in rest["asks"]),
+        } == book
         await ws.disconnect()
     finally:
         await sync_to_async(matcher.stop)()
@@ -87,21 +112,40 @@ async def test_private_orders_reach_only_their_owner(
         await ws.send_json_to({"op": "subscribe", "topics": ["orders"]})
     alice_snap = await alice_ws.receive_json_from(timeout=5)
     bob_snap = await bob_ws.receive_json_from(timeout=5)
-    assert alice_snap == {"type": "snapshot", "topic": "orders", "seqs": {str(alice_account.pk): 0}, "data": []}
+    assert alice_snap == {
+        "type": "snapshot",
+        "topic": "orders",
+        "seqs": {str(alice_account.pk): 0},
+        "data": [],
+    }
     assert bob_snap["seqs"] == {str(bob_account.pk): 0}
 
-    order = await sync_to_async(rest_place)(alice_client, alice_account, side="buy", price="9.00", quantity="10")
+    order = await sync_to_async(rest_place)(
+        alice_client, alice_account, side="buy", price="9.00", quantity="10"
+    )
 
     update = await alice_ws.receive_json_from(timeout=5)
-    assert (update["topic"], update["seq"], update["account"], update["data"]["id"], update["data"]["status"]) == (
-        "orders", 1, alice_account.pk, order["id"], "pending",
+    assert (
+        update["topic"],
+        update["seq"],
+        update["account"],
+        update["data"]["id"],
+        update["data"]["status"],
+    ) == (
+        "orders",
+        1,
+        alice_account.pk,
+        order["id"],
+        "pending",
     )
     assert await bob_ws.receive_nothing(timeout=0.5)
     await alice_ws.disconnect()
     await bob_ws.disconnect()
 
 
-async def test_anonymous_clients_cannot_subscribe_to_private_topics_and_bad_messages_get_an_error_frame(market, symbol):
+async def test_anonymous_clients_cannot_subscribe_to_private_topics_and_bad_messages_get_an_error_frame(
+    market, symbol
+):
     ws = await connect()
     await ws.send_json_to({"op": "subscribe", "topics": ["orders"]})
     assert (await ws.receive_json_from())["code"] == "unauthorized"
@@ -115,6 +159,8 @@ async def test_anonymous_clients_cannot_subscribe_to_private_topics_and_bad_mess
 
 
 async def test_a_handshake_from_a_foreign_origin_is_refused(market):
-    communicator = WebsocketCommunicator(application, "/ws/v1/", headers=[(b"origin", b"http://evil.example")])
+    communicator = WebsocketCommunicator(
+        application, "/ws/v1/", headers=[(b"origin", b"http://evil.example")]
+    )
     connected, _ = await communicator.connect()
     assert not connected

@@ -20,21 +20,36 @@ def test_two_clients_cross_and_the_trade_moves_cash_and_holdings_exactly(
     matcher, symbol, alice_client, bob_client, alice_account, bob_account
 ):
     # given a resting sell from alice
-    sell = place(alice_client, alice_account, side="sell", type="limit", price="10.05", quantity="100")
+    sell = place(
+        alice_client,
+        alice_account,
+        side="sell",
+        type="limit",
+        price="10.05",
+        quantity="100",
+    )
     assert sell.status_code == 201, sell.json()
     assert sell.json()["status"] == "pending"
     wait_for(lambda: Order.objects.get(pk=sell.json()["id"]).status == "working")
 
     # when bob buys 60 at a higher limit
-    buy = place(bob_client, bob_account, side="buy", type="limit", price="10.10", quantity="60")
+    buy = place(
+        bob_client, bob_account, side="buy", type="limit", price="10.10", quantity="60"
+    )
     assert buy.status_code == 201
     wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "filled")
 
     # then one trade at the resting price
     trade = Trade.objects.get()
-    assert (trade.price, trade.quantity, trade.aggressor_side) == (Decimal("10.05"), Decimal(60), "buy")
+    assert (trade.price, trade.quantity, trade.aggressor_side) == (
+        Decimal("10.05"),
+        Decimal(60),
+        "buy",
+    )
     trades = bob_client.get("/api/v1/symbols/XSX:XS01/trades").json()["results"]
-    assert [(t["price"], t["quantity"], t["aggressor_side"]) for t in trades] == [("10.05", "60", "buy")]
+    assert [(t["price"], t["quantity"], t["aggressor_side"]) for t in trades] == [
+        ("10.05", "60", "buy")
+    ]
 
     aud, xs01 = symbol.currency, symbol.asset
     # bob paid exactly 603.00 and got 60 shares; his limit-price reservation is gone
@@ -48,10 +63,14 @@ def test_two_clients_cross_and_the_trade_moves_cash_and_holdings_exactly(
 
     order = alice_client.get(f"/api/v1/orders/{sell.json()['id']}").json()
     assert (order["status"], order["filled_quantity"], order["average_price"]) == (
-        "partially_filled", "60", "10.050000",
+        "partially_filled",
+        "60",
+        "10.050000",
     )
     assert list(
-        OrderEvent.objects.filter(order_id=buy.json()["id"]).values_list("from_status", "to_status")
+        OrderEvent.objects.filter(order_id=buy.json()["id"]).values_list(
+            "from_status", "to_status"
+        )
     ) == [("new", "pending"), ("pending", "accepted"), ("accepted", "filled")]
     assert_ledger_balanced()
 
@@ -59,12 +78,23 @@ def test_two_clients_cross_and_the_trade_moves_cash_and_holdings_exactly(
 def test_cancelling_a_partially_filled_order_releases_exactly_its_unused_reservation(
     matcher, symbol, alice_client, bob_client, alice_account, bob_account
 ):
-    buy = place(bob_client, bob_account, side="buy", type="limit", price="9.99", quantity="100")
+    buy = place(
+        bob_client, bob_account, side="buy", type="limit", price="9.99", quantity="100"
+    )
     wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "working")
     assert balance_of(bob_account, symbol.currency).held == Decimal("999.00")
 
-    place(alice_client, alice_account, side="sell", type="limit", price="9.99", quantity="30")
-    wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "partially_filled")
+    place(
+        alice_client,
+        alice_account,
+        side="sell",
+        type="limit",
+        price="9.99",
+        quantity="30",
+    )
+    wait_for(
+        lambda: Order.objects.get(pk=buy.json()["id"]).status == "partially_filled"
+    )
     assert balance_of(bob_account, symbol.currency).held == Decimal("699.30")
 
     response = bob_client.delete(f"/api/v1/orders/{buy.json()['id']}")
@@ -85,9 +115,9 @@ def test_a_backlog_matched_in_one_batch_keeps_every_reservation_exact(
     # given 300 random orders queued while no matcher runs (fees on, to exercise them)
     import random
 
+    from oms.models import OrderRequest
     from oms.services import OrderError, OrderSpec, order_place
     from tests.conftest import MatcherThread, assert_trading_consistent
-    from oms.models import OrderRequest
 
     market.maker_fee_bps, market.taker_fee_bps = Decimal(5), Decimal(10)
     market.save()
@@ -112,7 +142,9 @@ def test_a_backlog_matched_in_one_batch_keeps_every_reservation_exact(
     # when one matcher takes them in batches of 200
     runner = MatcherThread("XSX").start()
     try:
-        wait_for(lambda: not OrderRequest.objects.filter(processed_at__isnull=True).exists())
+        wait_for(
+            lambda: not OrderRequest.objects.filter(processed_at__isnull=True).exists()
+        )
     finally:
         runner.stop()
     # then every invariant holds

@@ -36,18 +36,26 @@ def snapshot() -> dict[str, Any]:
                 "pk", "status", "quantity", "price", "held_amount", "client_order_id"
             )
         ),
-        "events": list(OrderEvent.objects.order_by("pk").values_list("pk", "to_status")),
-        "requests": list(
-            OrderRequest.objects.order_by("pk").values_list("pk", "order_id", "kind", "processed_at")
+        "events": list(
+            OrderEvent.objects.order_by("pk").values_list("pk", "to_status")
         ),
-        "entries": list(JournalEntry.objects.order_by("pk").values_list("pk", "kind", "reference")),
+        "requests": list(
+            OrderRequest.objects.order_by("pk").values_list(
+                "pk", "order_id", "kind", "processed_at"
+            )
+        ),
+        "entries": list(
+            JournalEntry.objects.order_by("pk").values_list("pk", "kind", "reference")
+        ),
         "postings": Posting.objects.count(),
         "balances": list(
             Balance.objects.order_by("account_id", "asset_id").values_list(
                 "account_id", "asset_id", "available", "held", "unsettled", "cost"
             )
         ),
-        "streams": list(StreamSequence.objects.order_by("topic").values_list("topic", "seq")),
+        "streams": list(
+            StreamSequence.objects.order_by("topic").values_list("topic", "seq")
+        ),
     }
 
 
@@ -69,7 +77,9 @@ def body_for(account, /, **changes: Any) -> dict[str, Any]:
     return body
 
 
-def assert_error(response, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+def assert_error(
+    response, status: int, code: str, field: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, (response.status_code, response.content)
     assert response["Content-Type"].startswith("application/json")
     body = response.json()
@@ -112,7 +122,12 @@ BAD_REQUESTS = [
     ("missing symbol", {"symbol": MISSING}, "required", "symbol"),
     # price
     ("price off tick", {"price": "10.005"}, "price_off_tick", "price"),
-    ("price off tick, tenth decimal", {"price": "10.0000000001"}, "price_off_tick", "price"),
+    (
+        "price off tick, tenth decimal",
+        {"price": "10.0000000001"},
+        "price_off_tick",
+        "price",
+    ),
     ("price zero", {"price": "0"}, "invalid_price", "price"),
     ("price negative", {"price": "-10.00"}, "invalid_price", "price"),
     ("price not a number", {"price": "abc"}, "invalid", "price"),
@@ -136,7 +151,12 @@ BAD_REQUESTS = [
     ("quantity missing", {"quantity": MISSING}, "required", "quantity"),
     ("quantity null", {"quantity": None}, "null", "quantity"),
     # type, side, time in force
-    ("price on a market order", {"type": "market", "time_in_force": "ioc"}, "price_not_allowed", "price"),
+    (
+        "price on a market order",
+        {"type": "market", "time_in_force": "ioc"},
+        "price_not_allowed",
+        "price",
+    ),
     (
         "market order good till cancelled",
         {"type": "market", "time_in_force": "gtc", "price": MISSING},
@@ -147,13 +167,23 @@ BAD_REQUESTS = [
     ("side missing", {"side": MISSING}, "required", "side"),
     ("side upper case", {"side": "BUY"}, "invalid_choice", "side"),
     ("unknown type", {"type": "stop_limit"}, "invalid_choice", "type"),
-    ("unsupported time in force", {"time_in_force": "day"}, "invalid_choice", "time_in_force"),
+    (
+        "unsupported time in force",
+        {"time_in_force": "day"},
+        "invalid_choice",
+        "time_in_force",
+    ),
     # account and client order id
     ("account not a number", {"account": "abc"}, "invalid", "account"),
     ("account zero", {"account": 0}, "min_value", "account"),
     ("account missing", {"account": MISSING}, "required", "account"),
     ("blank client_order_id", {"client_order_id": ""}, "blank", "client_order_id"),
-    ("client_order_id too long", {"client_order_id": "x" * 65}, "max_length", "client_order_id"),
+    (
+        "client_order_id too long",
+        {"client_order_id": "x" * 65},
+        "max_length",
+        "client_order_id",
+    ),
 ]
 
 
@@ -162,24 +192,36 @@ BAD_REQUESTS = [
     [case[1:] for case in BAD_REQUESTS],
     ids=[case[0] for case in BAD_REQUESTS],
 )
-def test_bad_request_is_400_and_changes_nothing(alice_client, alice_account, changes, code, field):
-    assert_rejected_without_change(alice_client, body_for(alice_account, **changes), 400, code, field)
+def test_bad_request_is_400_and_changes_nothing(
+    alice_client, alice_account, changes, code, field
+):
+    assert_rejected_without_change(
+        alice_client, body_for(alice_account, **changes), 400, code, field
+    )
 
 
 def test_a_body_that_is_not_an_object_is_400(alice_client, alice_account):
-    assert_rejected_without_change(alice_client, [body_for(alice_account)], 400, "invalid")
+    assert_rejected_without_change(
+        alice_client, [body_for(alice_account)], 400, "invalid"
+    )
 
 
 @pytest.fixture
 def board_lot_symbol(market):
     """Traded in lots of 10 with a minimum of 100."""
-    return factories.symbol(market, "XS02", lot_size=Decimal(10), min_quantity=Decimal(100))
+    return factories.symbol(
+        market, "XS02", lot_size=Decimal(10), min_quantity=Decimal(100)
+    )
 
 
 @pytest.mark.parametrize(
     ("quantity", "code"),
-    [("15", "quantity_off_lot"), ("105", "quantity_off_lot"), ("50", "quantity_below_minimum"),
-     ("90", "quantity_below_minimum")],
+    [
+        ("15", "quantity_off_lot"),
+        ("105", "quantity_off_lot"),
+        ("50", "quantity_below_minimum"),
+        ("90", "quantity_below_minimum"),
+    ],
 )
 def test_quantity_must_be_on_the_lot_grid_and_at_least_the_minimum(
     alice_client, alice_account, board_lot_symbol, quantity, code
@@ -187,7 +229,11 @@ def test_quantity_must_be_on_the_lot_grid_and_at_least_the_minimum(
     body = body_for(alice_account, symbol="XSX:XS02", quantity=quantity)
     assert_rejected_without_change(alice_client, body, 400, code, "quantity")
     # and the smallest good quantity is accepted
-    good = alice_client.post(ORDERS, body_for(alice_account, symbol="XSX:XS02", quantity="100"), format="json")
+    good = alice_client.post(
+        ORDERS,
+        body_for(alice_account, symbol="XSX:XS02", quantity="100"),
+        format="json",
+    )
     assert good.status_code == 201, good.json()
 
 
@@ -212,7 +258,9 @@ def test_a_reservation_too_large_to_store_is_a_client_error(
     alice_client, alice_account, price, quantity
 ):
     body = body_for(alice_account, price=price, quantity=quantity)
-    assert_rejected_without_change(alice_client, body, 422, "order_too_large", "quantity")
+    assert_rejected_without_change(
+        alice_client, body, 422, "order_too_large", "quantity"
+    )
 
 
 # -- who may trade the account (401/403) ------------------------------------------------
@@ -233,21 +281,38 @@ def test_an_account_of_someone_else_is_forbidden(alice_client, bob_account):
     )
 
 
-@pytest.mark.parametrize("account_id", [999_999, 2**63], ids=["no such account", "beyond bigint"])
-def test_an_account_that_does_not_exist_is_forbidden(alice_client, alice_account, account_id):
+@pytest.mark.parametrize(
+    "account_id", [999_999, 2**63], ids=["no such account", "beyond bigint"]
+)
+def test_an_account_that_does_not_exist_is_forbidden(
+    alice_client, alice_account, account_id
+):
     body = body_for(alice_account, account=account_id)
-    assert_rejected_without_change(alice_client, body, 403, "account_forbidden", "account")
+    assert_rejected_without_change(
+        alice_client, body, 403, "account_forbidden", "account"
+    )
 
 
 def test_a_viewer_may_not_trade(alice, alice_client, symbol):
-    viewed = factories.account(alice, cash="10000.00", holdings={symbol: "100"}, role="viewer")
+    viewed = factories.account(
+        alice, cash="10000.00", holdings={symbol: "100"}, role="viewer"
+    )
     for side in ("buy", "sell"):
         body = body_for(viewed, side=side, quantity="10")
-        assert_rejected_without_change(alice_client, body, 403, "account_forbidden", "account")
+        assert_rejected_without_change(
+            alice_client, body, 403, "account_forbidden", "account"
+        )
 
 
-def test_a_viewer_role_on_someone_elses_account_does_not_let_you_trade_it(alice, alice_client, bob_account):
-    account_access_grant(account=bob_account, user=alice, role=AccountAccess.Role.VIEWER, acting_user=None)
+def test_a_viewer_role_on_someone_elses_account_does_not_let_you_trade_it(
+    alice, alice_client, bob_account
+):
+    account_access_grant(
+        account=bob_account,
+        user=alice,
+        role=AccountAccess.Role.VIEWER,
+        acting_user=None,
+    )
     assert_rejected_without_change(
         alice_client, body_for(bob_account), 403, "account_forbidden", "account"
     )
@@ -271,7 +336,9 @@ def test_insufficient_funds(alice_client, alice_account):
 
 
 def test_insufficient_funds_counts_what_open_orders_hold(alice_client, alice_account):
-    first = alice_client.post(ORDERS, body_for(alice_account, quantity="600"), format="json")
+    first = alice_client.post(
+        ORDERS, body_for(alice_account, quantity="600"), format="json"
+    )
     assert first.status_code == 201
     body = body_for(alice_account, quantity="401")
     assert_rejected_without_change(alice_client, body, 422, "insufficient_funds")
@@ -295,32 +362,46 @@ def test_a_market_order_with_no_reference_price(alice_client, alice_account):
 
 @pytest.mark.parametrize("side", ["buy", "sell"])
 def test_halted_market(alice_client, alice_account, market, side):
-    market_set_state(market=market, action="halt", acting_user=None, reason="volatility")
+    market_set_state(
+        market=market, action="halt", acting_user=None, reason="volatility"
+    )
     body = body_for(alice_account, side=side)
     assert_rejected_without_change(alice_client, body, 422, "market_halted")
 
 
 def test_closed_market(alice_client, alice_account, market):
     market_set_state(market=market, action="close", acting_user=None)
-    assert_rejected_without_change(alice_client, body_for(alice_account), 422, "market_closed")
+    assert_rejected_without_change(
+        alice_client, body_for(alice_account), 422, "market_closed"
+    )
 
 
 def test_pre_open_market(alice_client, alice_account, market):
     Market.objects.filter(pk=market.pk).update(state=Market.State.PRE_OPEN)
-    assert_rejected_without_change(alice_client, body_for(alice_account), 422, "market_closed")
+    assert_rejected_without_change(
+        alice_client, body_for(alice_account), 422, "market_closed"
+    )
 
 
 def test_holiday_today_in_the_market_timezone(alice_client, alice_account, market):
     today = timezone.now().astimezone(market.tzinfo).date()
     Holiday.objects.create(market=market, date=today, name="Test holiday")
-    assert_rejected_without_change(alice_client, body_for(alice_account), 422, "market_holiday")
+    assert_rejected_without_change(
+        alice_client, body_for(alice_account), 422, "market_holiday"
+    )
 
 
-def test_the_holiday_is_the_market_date_not_the_utc_date(alice_client, alice_account, market):
+def test_the_holiday_is_the_market_date_not_the_utc_date(
+    alice_client, alice_account, market
+):
     # 14:00 UTC on 2 March 2026 is 01:00 on 3 March in Sydney (AEDT, UTC+11)
     with time_machine.travel(datetime(2026, 3, 2, 14, 0, tzinfo=UTC), tick=False):
-        holiday = Holiday.objects.create(market=market, date="2026-03-03", name="Sydney date")
-        assert_rejected_without_change(alice_client, body_for(alice_account), 422, "market_holiday")
+        holiday = Holiday.objects.create(
+            market=market, date="2026-03-03", name="Sydney date"
+        )
+        assert_rejected_without_change(
+            alice_client, body_for(alice_account), 422, "market_holiday"
+        )
         holiday.delete()
         Holiday.objects.create(market=market, date="2026-03-02", name="UTC date")
         accepted = alice_client.post(ORDERS, body_for(alice_account), format="json")
@@ -338,14 +419,19 @@ def test_symbol_not_active(alice_client, alice_account, symbol, status):
 # -- idempotency (client_order_id) ----------------------------------------------------
 
 
-def test_resubmitting_the_same_body_returns_the_original_order(alice_client, alice_account):
+def test_resubmitting_the_same_body_returns_the_original_order(
+    alice_client, alice_account
+):
     body = body_for(alice_account, client_order_id="abc-1")
     first = alice_client.post(ORDERS, body, format="json")
     assert first.status_code == 201, first.json()
     after_first = snapshot()
 
-    for resubmission in (body, {**body, "price": "10.0", "quantity": "100.0"},
-                         {k: v for k, v in body.items() if k not in ("type", "time_in_force")}):
+    for resubmission in (
+        body,
+        {**body, "price": "10.0", "quantity": "100.0"},
+        {k: v for k, v in body.items() if k not in ("type", "time_in_force")},
+    ):
         again = alice_client.post(ORDERS, resubmission, format="json")
         assert again.status_code == 200, again.json()
         assert again.json()["id"] == first.json()["id"]
@@ -354,7 +440,9 @@ def test_resubmitting_the_same_body_returns_the_original_order(alice_client, ali
     assert Order.objects.filter(account=alice_account).count() == 1
     assert JournalEntry.objects.filter(kind="hold").count() == 1
     assert OrderRequest.objects.count() == 1
-    assert Balance.objects.get(account=alice_account, asset__code="AUD").held == Decimal("1000.00")
+    assert Balance.objects.get(
+        account=alice_account, asset__code="AUD"
+    ).held == Decimal("1000.00")
 
 
 @pytest.mark.parametrize(
@@ -369,17 +457,29 @@ def test_resubmitting_the_same_body_returns_the_original_order(alice_client, ali
     ],
     ids=["price", "quantity", "side", "time_in_force", "type", "invalid price"],
 )
-def test_the_same_client_order_id_with_a_different_body_is_409(alice_client, alice_account, changes):
-    first = alice_client.post(ORDERS, body_for(alice_account, client_order_id="abc-1"), format="json")
+def test_the_same_client_order_id_with_a_different_body_is_409(
+    alice_client, alice_account, changes
+):
+    first = alice_client.post(
+        ORDERS, body_for(alice_account, client_order_id="abc-1"), format="json"
+    )
     assert first.status_code == 201
     body = body_for(alice_account, client_order_id="abc-1", **changes)
-    assert_rejected_without_change(alice_client, body, 409, "duplicate_client_order_id", "client_order_id")
+    assert_rejected_without_change(
+        alice_client, body, 409, "duplicate_client_order_id", "client_order_id"
+    )
 
 
-def test_a_client_order_id_is_unique_per_account_only(alice, alice_client, alice_account):
+def test_a_client_order_id_is_unique_per_account_only(
+    alice, alice_client, alice_account
+):
     other = factories.account(alice, cash="10000.00")
-    first = alice_client.post(ORDERS, body_for(alice_account, client_order_id="abc-1"), format="json")
-    second = alice_client.post(ORDERS, body_for(other, client_order_id="abc-1"), format="json")
+    first = alice_client.post(
+        ORDERS, body_for(alice_account, client_order_id="abc-1"), format="json"
+    )
+    second = alice_client.post(
+        ORDERS, body_for(other, client_order_id="abc-1"), format="json"
+    )
     assert (first.status_code, second.status_code) == (201, 201)
     assert first.json()["id"] != second.json()["id"]
 
@@ -387,10 +487,14 @@ def test_a_client_order_id_is_unique_per_account_only(alice, alice_client, alice
 def test_a_client_order_id_of_another_users_account_is_not_revealed(
     alice_client, bob_client, bob_account
 ):
-    placed = bob_client.post(ORDERS, body_for(bob_account, client_order_id="abc-1"), format="json")
+    placed = bob_client.post(
+        ORDERS, body_for(bob_account, client_order_id="abc-1"), format="json"
+    )
     assert placed.status_code == 201
     body = body_for(bob_account, client_order_id="abc-1")
-    assert_rejected_without_change(alice_client, body, 403, "account_forbidden", "account")
+    assert_rejected_without_change(
+        alice_client, body, 403, "account_forbidden", "account"
+    )
 
 
 # -- cancel (DELETE) ------------------------------------------------------------------
@@ -398,7 +502,9 @@ def test_a_client_order_id_of_another_users_account_is_not_revealed(
 
 @pytest.fixture
 def bobs_order(bob_client, bob_account) -> int:
-    response = bob_client.post(ORDERS, body_for(bob_account, side="sell"), format="json")
+    response = bob_client.post(
+        ORDERS, body_for(bob_account, side="sell"), format="json"
+    )
     assert response.status_code == 201
     return response.json()["id"]
 
@@ -417,7 +523,9 @@ def assert_delete_refused(client, path: str, status: int, code: str) -> None:
 
 
 def test_cancelling_someone_elses_order_is_404(alice_client, bobs_order):
-    assert_delete_refused(alice_client, f"{ORDERS}/{bobs_order}", 404, "order_not_found")
+    assert_delete_refused(
+        alice_client, f"{ORDERS}/{bobs_order}", 404, "order_not_found"
+    )
 
 
 @pytest.mark.parametrize("pk", ["999999", "abc", "99999999999999999999"])
@@ -426,8 +534,15 @@ def test_cancelling_an_order_that_does_not_exist_is_404(alice_client, alices_ord
 
 
 def test_a_viewer_may_not_cancel(alice, alice_client, bob_account, bobs_order):
-    account_access_grant(account=bob_account, user=alice, role=AccountAccess.Role.VIEWER, acting_user=None)
-    assert_delete_refused(alice_client, f"{ORDERS}/{bobs_order}", 403, "account_forbidden")
+    account_access_grant(
+        account=bob_account,
+        user=alice,
+        role=AccountAccess.Role.VIEWER,
+        acting_user=None,
+    )
+    assert_delete_refused(
+        alice_client, f"{ORDERS}/{bobs_order}", 403, "account_forbidden"
+    )
 
 
 def test_cancelling_unauthenticated_is_refused(alices_order):
@@ -441,7 +556,9 @@ def test_cancelling_unauthenticated_is_refused(alices_order):
 @pytest.mark.parametrize("status", ["filled", "cancelled", "rejected", "expired"])
 def test_cancelling_a_terminal_order_is_409(alice_client, alices_order, status):
     Order.objects.filter(pk=alices_order).update(status=status, held_amount=0)
-    assert_delete_refused(alice_client, f"{ORDERS}/{alices_order}", 409, "order_not_open")
+    assert_delete_refused(
+        alice_client, f"{ORDERS}/{alices_order}", 409, "order_not_open"
+    )
 
 
 def test_a_repeated_cancel_queues_one_cancel_request(alice_client, alices_order):
@@ -451,4 +568,6 @@ def test_a_repeated_cancel_queues_one_cancel_request(alice_client, alices_order)
     second = alice_client.delete(f"{ORDERS}/{alices_order}")
     assert second.status_code == 202
     assert snapshot() == after_first
-    assert OrderRequest.objects.filter(order_id=alices_order, kind="cancel").count() == 1
+    assert (
+        OrderRequest.objects.filter(order_id=alices_order, kind="cancel").count() == 1
+    )

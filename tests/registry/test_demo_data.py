@@ -50,8 +50,12 @@ def database_state() -> dict[str, object]:
         "assets": list(Asset.objects.order_by("pk").values_list("pk", "code", "scale")),
         "markets": list(Market.objects.order_by("pk").values()),
         "symbols": list(Symbol.objects.order_by("pk").values()),
-        "holidays": list(Holiday.objects.order_by("pk").values_list("pk", "date", "name")),
-        "accounts": list(Account.objects.order_by("pk").values_list("pk", "number", "status")),
+        "holidays": list(
+            Holiday.objects.order_by("pk").values_list("pk", "date", "name")
+        ),
+        "accounts": list(
+            Account.objects.order_by("pk").values_list("pk", "number", "status")
+        ),
         "access": list(AccountAccess.objects.order_by("pk").values_list("pk", "role")),
         "entries": JournalEntry.objects.count(),
         "postings": Posting.objects.count(),
@@ -62,7 +66,9 @@ def database_state() -> dict[str, object]:
         ),
         "audit": AuditRecord.objects.count(),
         "applications": list(
-            Application.objects.order_by("pk").values_list("pk", "client_id", "client_secret")
+            Application.objects.order_by("pk").values_list(
+                "pk", "client_id", "client_secret"
+            )
         ),
     }
 
@@ -74,8 +80,18 @@ def demo():
 
 def test_demo_data_creates_the_demo_exchange(demo):
     market = Market.objects.get()
-    assert (market.code, market.name, market.timezone, market.currency.code, market.state) == (
-        "XSX", "Xchange Securities Exchange", "Australia/Sydney", "AUD", "open",
+    assert (
+        market.code,
+        market.name,
+        market.timezone,
+        market.currency.code,
+        market.state,
+    ) == (
+        "XSX",
+        "Xchange Securities Exchange",
+        "Australia/Sydney",
+        "AUD",
+        "open",
     )
     assert (market.maker_fee_bps, market.taker_fee_bps) == (Decimal(5), Decimal(10))
     aud = Asset.objects.get(code="AUD")
@@ -86,13 +102,19 @@ def test_demo_data_creates_the_demo_exchange(demo):
     assert len({s.name for s in symbols}) == 10
     for s in symbols:
         assert (s.tick_size, s.lot_size, s.min_quantity, s.asset.scale, s.status) == (
-            Decimal("0.01"), Decimal(1), Decimal(1), 0, "active",
+            Decimal("0.01"),
+            Decimal(1),
+            Decimal(1),
+            0,
+            "active",
         )
 
     clients = Account.objects.filter(kind=Account.Kind.CLIENT).order_by("number")
     assert [a.number for a in clients] == [f"D{n:04d}" for n in range(1, 11)]
     owners = dict(
-        AccountAccess.objects.filter(role="owner").values_list("account__number", "user__username")
+        AccountAccess.objects.filter(role="owner").values_list(
+            "account__number", "user__username"
+        )
     )
     assert owners == {f"D{n:04d}": "alice" if n <= 5 else "bob" for n in range(1, 11)}
     assert AccountAccess.objects.count() == 10
@@ -106,23 +128,32 @@ def test_demo_data_creates_the_demo_exchange(demo):
         assert positions["AUD"].available == Decimal("100000.00")
         for code, balance in positions.items():
             expected = Decimal("100000.00") if code == "AUD" else Decimal(10000)
-            assert (balance.available, balance.held, balance.unsettled) == (expected, 0, 0)
+            assert (balance.available, balance.held, balance.unsettled) == (
+                expected,
+                0,
+                0,
+            )
     assert_ledger_balanced()
 
 
 def test_demo_users_and_their_logins(demo):
     User = get_user_model()
     admin, alice, bob, integration = (
-        User.objects.get(username=name) for name in ("admin", "alice", "bob", "integration")
+        User.objects.get(username=name)
+        for name in ("admin", "alice", "bob", "integration")
     )
-    assert admin.is_staff and admin.is_superuser and admin.check_password("admin-demo-1")
+    assert (
+        admin.is_staff and admin.is_superuser and admin.check_password("admin-demo-1")
+    )
     for client in (alice, bob):
         assert not client.is_staff and client.check_password("trade-demo-1")
     assert integration.is_staff and not integration.has_usable_password()
     assert Client().login(username="alice", password="trade-demo-1")
     # the command acts as admin: every audit record names it
     assert AuditRecord.objects.exists()
-    assert set(AuditRecord.objects.values_list("actor__username", flat=True)) == {"admin"}
+    assert set(AuditRecord.objects.values_list("actor__username", flat=True)) == {
+        "admin"
+    }
 
 
 def test_demo_holidays_are_the_right_dates(demo):
@@ -132,22 +163,38 @@ def test_demo_holidays_are_the_right_dates(demo):
         assert holidays[easter_sunday - timedelta(days=2)] == "Good Friday"
         assert holidays[easter_sunday + timedelta(days=1)] == "Easter Monday"
         for month, day, name in [
-            (1, 1, "New Year's Day"), (1, 26, "Australia Day"), (4, 25, "Anzac Day"),
-            (12, 25, "Christmas Day"), (12, 26, "Boxing Day"),
+            (1, 1, "New Year's Day"),
+            (1, 26, "Australia Day"),
+            (4, 25, "Anzac Day"),
+            (12, 25, "Christmas Day"),
+            (12, 26, "Boxing Day"),
         ]:
-            assert holidays[Holiday.date.field.to_python(f"{year}-{month:02d}-{day:02d}")] == name
+            assert (
+                holidays[Holiday.date.field.to_python(f"{year}-{month:02d}-{day:02d}")]
+                == name
+            )
     assert [d.isoformat() for d in sorted(holidays) if "additional" in holidays[d]] == [
-        "2026-12-28", "2027-12-27", "2027-12-28",
+        "2026-12-28",
+        "2027-12-27",
+        "2027-12-28",
     ]
     # additional days are weekdays; Good Friday is a Friday
     assert all(d.weekday() < 5 for d in holidays if "additional" in holidays[d])
-    assert all(d.weekday() == 4 for d, name in holidays.items() if name == "Good Friday")
+    assert all(
+        d.weekday() == 4 for d, name in holidays.items() if name == "Good Friday"
+    )
 
 
 def test_demo_oauth_applications(demo):
     integration = Application.objects.get(client_id=CLIENT_ID)
-    assert (integration.name, integration.client_type, integration.authorization_grant_type) == (
-        "Demo integration", "confidential", "client-credentials",
+    assert (
+        integration.name,
+        integration.client_type,
+        integration.authorization_grant_type,
+    ) == (
+        "Demo integration",
+        "confidential",
+        "client-credentials",
     )
     assert integration.user.username == "integration"
     # stored hashed, printed in plain text
@@ -157,7 +204,9 @@ def test_demo_oauth_applications(demo):
 
     web = Application.objects.get(client_id="demo-web")
     assert (web.name, web.client_type, web.authorization_grant_type) == (
-        "Demo web client", "public", "authorization-code",
+        "Demo web client",
+        "public",
+        "authorization-code",
     )
     assert web.redirect_uris == "http://127.0.0.1:8000/oauth/callback"
     assert (web.skip_authorization, web.algorithm) == (False, "")
@@ -249,7 +298,9 @@ def test_the_integration_token_reads_markets_and_halts_one(demo):
     assert markets.status_code == 200, markets.json()
     assert [m["code"] for m in markets.json()] == ["XSX"]
 
-    halted = api.post("/api/v1/markets/XSX/halt", {"reason": "Integration test"}, format="json")
+    halted = api.post(
+        "/api/v1/markets/XSX/halt", {"reason": "Integration test"}, format="json"
+    )
     assert halted.status_code == 200, halted.json()
     assert halted.json()["state"] == "halted"
     assert Market.objects.get(code="XSX").state == "halted"

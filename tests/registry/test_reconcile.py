@@ -18,10 +18,15 @@ def test_a_consistent_registry_has_no_differences(alice_account, bob_account, ca
 
 
 def test_a_balance_edited_behind_the_ledgers_back_is_reported(alice_account, symbol):
-    Balance.objects.filter(account=alice_account, asset=symbol.currency).update(available=Decimal("1.00"))
+    Balance.objects.filter(account=alice_account, asset=symbol.currency).update(
+        available=Decimal("1.00")
+    )
 
     (difference,) = ledger_differences()
-    assert str(difference) == f"{alice_account.number} AUD available: stored 1.0000000000, ledger 10000.0000000000"
+    assert (
+        str(difference)
+        == f"{alice_account.number} AUD available: stored 1.0000000000, ledger 10000.0000000000"
+    )
     assert ledger_reconcile_task.delay().get() == 1
     with pytest.raises(CommandError, match="1 difference"):
         call_command("reconcile_ledger")

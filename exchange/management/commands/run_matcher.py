@@ -25,14 +25,20 @@ class Command(BaseCommand):
             required=True,
             help="Market code; repeat for several markets, or 'all'.",
         )
-        parser.add_argument("--batch-size", type=int, default=settings.MATCHER_BATCH_SIZE)
-        parser.add_argument("--poll-seconds", type=float, default=settings.MATCHER_POLL_SECONDS)
+        parser.add_argument(
+            "--batch-size", type=int, default=settings.MATCHER_BATCH_SIZE
+        )
+        parser.add_argument(
+            "--poll-seconds", type=float, default=settings.MATCHER_POLL_SECONDS
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         codes: list[str] = options["market"]
         if codes == ["all"]:
             codes = list(Market.objects.values_list("code", flat=True))
-        unknown = set(codes) - set(Market.objects.filter(code__in=codes).values_list("code", flat=True))
+        unknown = set(codes) - set(
+            Market.objects.filter(code__in=codes).values_list("code", flat=True)
+        )
         if unknown:
             raise CommandError(f"Unknown market(s): {', '.join(sorted(unknown))}")
         stop = threading.Event()

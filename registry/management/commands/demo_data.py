@@ -77,7 +77,7 @@ HOLIDAYS = [
 ]
 
 ADMIN = ("admin", "admin-demo-1")
-CLIENT_PASSWORD = "trade-demo-1"
+CLIENT_PASSWORD = "trade-demo-1"  # noqa: S105 (demo login, printed on start)
 INTEGRATION_USER = "integration"
 #: (account number, owner): alice owns D0001-D0005, bob D0006-D0010.
 ACCOUNTS = [(f"D{n:04d}", "alice" if n <= 5 else "bob") for n in range(1, 11)]
@@ -119,7 +119,9 @@ class Command(BaseCommand):
             integration = self._user(INTEGRATION_USER, None, staff=True)
             currency = self._currency(admin)
             market = self._market(currency, admin)
-            symbols = [self._symbol(market, code, name, admin) for code, name in SYMBOLS]
+            symbols = [
+                self._symbol(market, code, name, admin) for code, name in SYMBOLS
+            ]
             self._holidays(market, admin)
             for number, owner in ACCOUNTS:
                 self._account(number, clients[owner], currency, symbols, admin)
@@ -130,7 +132,12 @@ class Command(BaseCommand):
     # -- users -----------------------------------------------------------------
 
     def _user(
-        self, username: str, password: str | None, *, staff: bool = False, superuser: bool = False
+        self,
+        username: str,
+        password: str | None,
+        *,
+        staff: bool = False,
+        superuser: bool = False,
     ) -> AbstractUser:
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
@@ -149,7 +156,9 @@ class Command(BaseCommand):
             user.save(update_fields=["is_staff", "is_superuser"])
             self.created["user permission fixes"] += 1
         if password is not None and not user.check_password(password):
-            self.notes.append(f"User {username!r} has another password; it was not reset.")
+            self.notes.append(
+                f"User {username!r} has another password; it was not reset."
+            )
         return user
 
     # -- exchange --------------------------------------------------------------
@@ -157,7 +166,8 @@ class Command(BaseCommand):
     def _currency(self, admin: AbstractUser) -> Asset:
         code, name, scale = CURRENCY
         asset, created = Asset.objects.get_or_create(
-            code=code, defaults={"name": name, "kind": Asset.Kind.CURRENCY, "scale": scale}
+            code=code,
+            defaults={"name": name, "kind": Asset.Kind.CURRENCY, "scale": scale},
         )
         if created:
             audit_record(
@@ -171,7 +181,11 @@ class Command(BaseCommand):
         return asset
 
     def _market(self, currency: Asset, admin: AbstractUser) -> Market:
-        market = Market.objects.select_related("currency").filter(code=MARKET["code"]).first()
+        market = (
+            Market.objects.select_related("currency")
+            .filter(code=MARKET["code"])
+            .first()
+        )
         if market is None:
             market = market_create(
                 **MARKET, currency=currency, state=Market.State.OPEN, acting_user=admin
@@ -179,7 +193,9 @@ class Command(BaseCommand):
             self.created["markets"] += 1
         return market
 
-    def _symbol(self, market: Market, code: str, name: str, admin: AbstractUser) -> Symbol:
+    def _symbol(
+        self, market: Market, code: str, name: str, admin: AbstractUser
+    ) -> Symbol:
         symbol = (
             Symbol.objects.select_related("asset", "currency")
             .filter(market=market, code=code)
@@ -208,7 +224,11 @@ class Command(BaseCommand):
                     actor=admin,
                     action="holiday_create",
                     target=holiday,
-                    changes={"market": market.code, "date": day.isoformat(), "name": name},
+                    changes={
+                        "market": market.code,
+                        "date": day.isoformat(),
+                        "name": name,
+                    },
                 )
                 self.created["holidays"] += 1
 
@@ -236,7 +256,10 @@ class Command(BaseCommand):
         ).exists()
         if not has_access:
             account_access_grant(
-                account=account, user=owner, role=AccountAccess.Role.OWNER, acting_user=admin
+                account=account,
+                user=owner,
+                role=AccountAccess.Role.OWNER,
+                acting_user=admin,
             )
             self.created["account owners"] += 1
         if not self._funded(account, currency, JournalEntry.Kind.DEPOSIT):
@@ -328,7 +351,9 @@ class Command(BaseCommand):
             made = ", ".join(f"{what}: {count}" for what, count in self.created.items())
             out.write(self.style.SUCCESS(f"Demo data created ({made})."))
         else:
-            out.write(self.style.SUCCESS("Nothing to do: the demo data is already in place."))
+            out.write(
+                self.style.SUCCESS("Nothing to do: the demo data is already in place.")
+            )
         for note in self.notes:
             out.write(self.style.WARNING(note))
         base = f"http://127.0.0.1:{port}"

@@ -15,5 +15,7 @@ class Command(BaseCommand):
         for difference in differences:
             self.stderr.write(str(difference))
         if differences:
-            raise CommandError(f"{len(differences)} difference(s) between balances and the ledger")
+            raise CommandError(
+                f"{len(differences)} difference(s) between balances and the ledger"
+            )
         self.stdout.write("The ledger reconciles: every asset sums to zero.")

@@ -550,9 +550,7 @@ def test_an_order_id_can_be_reused_once_the_order_has_left_the_book() -> None:
 def test_a_non_positive_quantity_is_rejected(quantity: int) -> None:
     book = OrderBook()
 
-    assert book.apply(limit(1, BUY, quantity, 100)) == [
-        Rejected(1, BAD_QUANTITY)
-    ]
+    assert book.apply(limit(1, BUY, quantity, 100)) == [Rejected(1, BAD_QUANTITY)]
     assert book.apply(market(2, BUY, quantity)) == [Rejected(2, BAD_QUANTITY)]
     assert len(book) == 0
 
@@ -569,9 +567,7 @@ def test_a_limit_order_without_a_positive_price_is_rejected(price: int | None) -
 def test_a_market_order_with_a_non_positive_protection_is_rejected(price: int) -> None:
     book = book_with(limit(1, BUY, 5, 100))
 
-    assert book.apply(market(2, SELL, 5, protection=price)) == [
-        Rejected(2, BAD_PRICE)
-    ]
+    assert book.apply(market(2, SELL, 5, protection=price)) == [Rejected(2, BAD_PRICE)]
     assert book.orders() == [(1, BUY, 100, 5, 0)]
 
 
@@ -655,9 +651,7 @@ def test_restore_of_an_order_that_would_cross_the_book_is_rejected() -> None:
 def test_restore_rejects_duplicates_and_bad_values() -> None:
     book = book_with(RestoreOrder(1, BUY, 100, 5))
 
-    assert book.apply(RestoreOrder(1, BUY, 99, 5)) == [
-        Rejected(1, DUPLICATE)
-    ]
+    assert book.apply(RestoreOrder(1, BUY, 99, 5)) == [Rejected(1, DUPLICATE)]
     assert book.apply(RestoreOrder(2, BUY, 99, 0)) == [Rejected(2, BAD_QUANTITY)]
     assert book.apply(RestoreOrder(3, BUY, 0, 5)) == [Rejected(3, BAD_PRICE)]
     assert len(book) == 1
