@@ -30,4 +30,5 @@ urlpatterns = [
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", healthz),
+    path("", include("marketdata.web_urls")),
 ]

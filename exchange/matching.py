@@ -29,6 +29,7 @@ from django.db import (
 )
 from django.utils import timezone
 
+from config.db import bulk_update_rows
 from exchange import engine
 from exchange.models import Market, Symbol, Trade
 from exchange.streams import Message, publish_on_commit, stream_advance, stream_message
@@ -453,7 +454,8 @@ class _Batch:
         changed = [s for s in self.states.values() if s.changed]
         for state in changed:
             state.order.updated_at = self.now
-        Order.objects.bulk_update(
+        bulk_update_rows(
+            Order,
             [s.order for s in changed],
             [
                 "status",

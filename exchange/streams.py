@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 
 from exchange.models import StreamSequence
 
@@ -31,26 +31,27 @@ def group_name(topic: str) -> str:
 def stream_advance(counts: Mapping[str, int]) -> dict[str, int]:
     """Reserve ``counts[topic]`` sequence numbers per topic; return each first one.
 
-    Precondition: inside a transaction, after any balance locks (the global lock
-    order is balances, then stream sequences, each sorted).
+    One upsert, rows taken in topic order. Precondition: inside a transaction,
+    after any balance locks (the global lock order is balances, then stream
+    sequences, each sorted).
     """
     topics = sorted(topic for topic, count in counts.items() if count)
     if not topics:
         return {}
-    StreamSequence.objects.bulk_create(
-        [StreamSequence(topic=topic) for topic in topics], ignore_conflicts=True
-    )
-    rows = list(
-        StreamSequence.objects.select_for_update()
-        .filter(topic__in=topics)
-        .order_by("topic")
-    )
-    first: dict[str, int] = {}
-    for row in rows:
-        first[row.topic] = row.seq + 1
-        row.seq += counts[row.topic]
-    StreamSequence.objects.bulk_update(rows, ["seq"])
-    return first
+    table = connection.ops.quote_name(StreamSequence._meta.db_table)
+    values = ", ".join(["(%s, %s)"] * len(topics))
+    params: list[object] = []
+    for topic in topics:
+        params += [topic, counts[topic]]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (topic, seq) VALUES {values} "  # noqa: S608 (no user input)
+            f"ON CONFLICT (topic) DO UPDATE SET seq = {table}.seq + excluded.seq "
+            "RETURNING topic, seq",
+            params,
+        )
+        last = dict(cursor.fetchall())
+    return {topic: last[topic] - counts[topic] + 1 for topic in topics}
 
 
 def stream_current(topics: Iterable[str]) -> dict[str, int]:

@@ -11,6 +11,8 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from config.db import bulk_update_rows
+
 from registry.models import Account, Balance, Bucket, JournalEntry, Posting
 
 BalanceKey = tuple[int, int]  # (account_id, asset_id)
@@ -70,42 +72,51 @@ def balances_lock(keys: Iterable[BalanceKey]) -> dict[BalanceKey, Balance]:
     """Lock the balances of ``keys`` (creating missing rows) in (account, asset) order.
 
     Precondition: inside a transaction. The fixed order is what keeps concurrent
-    writers (order entry, matching workers, transfers) free of deadlocks.
+    writers (order entry, matching workers, transfers) free of deadlocks. The
+    common case, where every row exists, is one ``SELECT ... FOR UPDATE``.
     """
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    account_ids = {account_id for account_id, _ in wanted}
-    system_ids = set(
-        Account.objects.filter(pk__in=account_ids)
-        .exclude(kind=Account.Kind.CLIENT)
-        .values_list("pk", flat=True)
-    )
-    Balance.objects.bulk_create(
-        [
-            Balance(
-                account_id=account_id,
-                asset_id=asset_id,
-                allow_negative=account_id in system_ids,
-            )
-            for account_id, asset_id in wanted
-        ],
-        ignore_conflicts=True,
-    )
-    locked: dict[BalanceKey, Balance] = {}
-    asset_ids = {asset_id for _, asset_id in wanted}
+    locked = _select_for_update(wanted)
+    missing = [key for key in wanted if key not in locked]
+    if missing:
+        account_ids = {account_id for account_id, _ in missing}
+        system_ids = set(
+            Account.objects.filter(pk__in=account_ids)
+            .exclude(kind=Account.Kind.CLIENT)
+            .values_list("pk", flat=True)
+        )
+        Balance.objects.bulk_create(
+            [
+                Balance(
+                    account_id=account_id,
+                    asset_id=asset_id,
+                    allow_negative=account_id in system_ids,
+                )
+                for account_id, asset_id in missing
+            ],
+            ignore_conflicts=True,
+        )
+        locked.update(_select_for_update(missing))
+    return locked
+
+
+def _select_for_update(keys: list[BalanceKey]) -> dict[BalanceKey, Balance]:
+    account_ids = {account_id for account_id, _ in keys}
+    asset_ids = {asset_id for _, asset_id in keys}
     rows = (
         Balance.objects.select_for_update(of=("self",))
         .select_related("asset")
         .filter(account_id__in=account_ids, asset_id__in=asset_ids)
         .order_by("account_id", "asset_id")
     )
-    wanted_set = set(wanted)
-    for balance in rows:
-        key = (balance.account_id, balance.asset_id)
-        if key in wanted_set:
-            locked[key] = balance
-    return locked
+    wanted = set(keys)
+    return {
+        (balance.account_id, balance.asset_id): balance
+        for balance in rows
+        if (balance.account_id, balance.asset_id) in wanted
+    }
 
 
 class LedgerBatch:
@@ -197,8 +208,8 @@ class LedgerBatch:
         now = timezone.now()
         for balance in dirty:
             balance.updated_at = now
-        Balance.objects.bulk_update(
-            dirty, ["available", "held", "unsettled", "cost", "updated_at"]
+        bulk_update_rows(
+            Balance, dirty, ["available", "held", "unsettled", "cost", "updated_at"]
         )
         self._entries.clear()
         self._dirty.clear()

@@ -1,0 +1,35 @@
+"""Shared set-up for the benchmarks: a fresh ``xchange_bench`` database with demo data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DB_NAME = "xchange_bench"
+ENV = dict(
+    os.environ,
+    DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+    REDIS_URL="redis://127.0.0.1:6379/14",
+    DJANGO_SETTINGS_MODULE="config.settings",
+    MATCHER_IN_PROCESS="false",
+    LOG_LEVEL="WARNING",
+)
+
+
+def fresh_database() -> None:
+    """Drop and recreate the bench database, migrate, load the demo data, and set
+    up Django in this process against it."""
+    psql = ["-h", "127.0.0.1", "-U", "postgres"]
+    subprocess.run(["dropdb", *psql, "--if-exists", DB_NAME], check=True)
+    subprocess.run(["createdb", *psql, DB_NAME], check=True)
+    py = sys.executable
+    subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=ENV, check=True)
+    subprocess.run(
+        [py, "manage.py", "demo_data"], cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL
+    )
+    os.environ.update(ENV)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
