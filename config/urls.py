@@ -1,9 +1,9 @@
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from config.health import healthz, readyz
 from exchange.api import HolidayViewSet, MarketViewSet, SymbolViewSet
 from oms.api import OrderViewSet
 from registry.api import AccountViewSet
@@ -16,10 +16,6 @@ router.register("accounts", AccountViewSet, basename="account")
 router.register("orders", OrderViewSet, basename="order")
 
 
-def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
-
-
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
@@ -30,5 +26,6 @@ urlpatterns = [
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", healthz),
+    path("readyz", readyz),
     path("", include("marketdata.web_urls")),
 ]

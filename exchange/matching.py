@@ -70,6 +70,20 @@ def advisory_key(market_code: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def market_owned(market_code: str) -> bool:
+    """Does some matching worker own the market right now?"""
+    if connection.vendor == "postgresql":
+        unsigned = advisory_key(market_code) & 0xFFFFFFFFFFFFFFFF
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                " AND granted AND classid = %s AND objid = %s AND objsubid = 1)",
+                [unsigned >> 32, unsigned & 0xFFFFFFFF],
+            )
+            return bool(cursor.fetchone()[0])
+    return _local_owners[market_code].locked()
+
+
 class MarketOwnership:
     """Exactly one owner per market: a session-level advisory lock held on the
     worker's own database connection (released by PostgreSQL if the process or

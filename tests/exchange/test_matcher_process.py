@@ -69,6 +69,24 @@ class MatcherProcess:
         self.log.close()
 
 
+def test_readyz_reports_a_market_without_a_matcher_until_one_owns_it(tmp_path, client, symbol):
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {
+        "database": "ok",
+        "channel_layer": "ok",
+        "matchers": {"XSX": "no owner"},
+    }
+    matcher = MatcherProcess(tmp_path / "ready.log")
+    try:
+        wait_for(lambda: matcher.owns_market, timeout=30)
+        response = client.get("/readyz")
+        assert (response.status_code, response.json()["status"]) == (200, "ok")
+    finally:
+        matcher.stop()
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
 def advisory_holders() -> int:
     key = advisory_key("XSX")
     unsigned = key & 0xFFFFFFFFFFFFFFFF

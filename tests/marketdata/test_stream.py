@@ -1,7 +1,7 @@
 """The WebSocket stream: snapshots, gapless updates, privacy and trading."""
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async as sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
