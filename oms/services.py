@@ -7,8 +7,7 @@ reservation and its matching request has committed.
 
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
@@ -29,6 +28,7 @@ from oms.models import (
 from oms.publish import private_messages
 from registry.ledger import InsufficientBalanceError, LedgerBatch, Line
 from registry.models import Account, AccountAccess, Asset, Bucket, JournalEntry
+from registry.services import audit_record
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -395,11 +395,23 @@ def order_cancel(*, user: User, order_id: int) -> Order:
             "order_not_found", f"There is no order {order_id}.", status=404
         )
     account_for_trading(user=user, account_id=order.account_id)
+    return order_cancel_queue(order_id=order.pk, acting_user=user)
+
+
+def order_cancel_queue(
+    *, order_id: int, acting_user: User, audit_reason: str = ""
+) -> Order:
+    """Queue a cancel request for an open order (no access check: callers do it).
+
+    Idempotent: a cancel already queued is not queued again. With ``audit_reason``
+    an audit record names ``acting_user`` (staff acting on a client's order).
+    Raises ``OrderError`` ``order_not_open`` (409). On commit wakes the matcher.
+    """
     with transaction.atomic(durable=True):
         order = (
-            Order.objects.select_for_update()
+            Order.objects.select_for_update(of=("self",))
             .select_related("symbol__market", "symbol__asset", "symbol__currency")
-            .get(pk=order.pk)
+            .get(pk=order_id)
         )
         if order.status not in OPEN_STATUSES:
             raise OrderError(
@@ -413,24 +425,14 @@ def order_cancel(*, user: User, order_id: int) -> Order:
                 market_id=order.market_id,
                 order=order,
                 kind=OrderRequest.Kind.CANCEL,
-                requested_by_id=user.pk,
+                requested_by_id=acting_user.pk,
             )
+            if audit_reason:
+                audit_record(
+                    actor=acting_user,
+                    action="order_cancel",
+                    target=order,
+                    reason=audit_reason,
+                )
             market_notify(order.symbol.market.code)
     return order
-
-
-def spec_from_data(data: dict[str, Any]) -> OrderSpec:
-    """Build an ``OrderSpec`` from validated door data (decimals already parsed)."""
-    try:
-        return OrderSpec(
-            account_id=int(data["account"]),
-            symbol=str(data["symbol"]),
-            side=str(data["side"]),
-            type=str(data.get("type") or Order.Type.LIMIT),
-            time_in_force=str(data["time_in_force"]),
-            quantity=Decimal(data["quantity"]),
-            price=None if data.get("price") is None else Decimal(data["price"]),
-            client_order_id=str(data.get("client_order_id") or ""),
-        )
-    except (KeyError, TypeError, ValueError, InvalidOperation) as error:
-        raise OrderError("invalid", f"Malformed order: {error}") from error

@@ -6,12 +6,9 @@ access check of ``oms.services`` and audit the staff user instead.
 """
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
 
-from exchange.wakeup import market_notify
-from oms.models import OPEN_STATUSES, Order, OrderRequest
-from oms.services import OrderError
-from registry.services import audit_record
+from oms.models import Order
+from oms.services import order_cancel_queue
 
 
 def order_cancel_by_staff(
@@ -26,31 +23,8 @@ def order_cancel_by_staff(
 
     Side effect on commit: wakes the market's matching worker.
     """
-    with transaction.atomic(durable=True):
-        order = (
-            Order.objects.select_for_update(of=("self",))
-            .select_related("market")
-            .get(pk=order.pk)
-        )
-        if order.status not in OPEN_STATUSES:
-            raise OrderError(
-                "order_not_open", f"Order {order.pk} is {order.status}.", status=409
-            )
-        already = OrderRequest.objects.filter(
-            order=order, kind=OrderRequest.Kind.CANCEL, processed_at__isnull=True
-        ).exists()
-        if not already:
-            OrderRequest.objects.create(
-                market_id=order.market_id,
-                order=order,
-                kind=OrderRequest.Kind.CANCEL,
-                requested_by_id=acting_user.pk,
-            )
-            audit_record(
-                actor=acting_user,
-                action="order_cancel",
-                target=order,
-                reason=reason or "Cancelled by staff",
-            )
-            market_notify(order.market.code)
-    return order
+    return order_cancel_queue(
+        order_id=order.pk,
+        acting_user=acting_user,
+        audit_reason=reason or "Cancelled by staff",
+    )
