@@ -28,6 +28,7 @@ run: migrate
 
 services:
 	scripts/ensure-services.sh
+	scripts/ensure-chromium.sh
 
 test: install services
 	$(PY) manage.py makemigrations --check --dry-run --settings=config.settings_test

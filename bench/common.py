@@ -26,7 +26,11 @@ def fresh_database() -> None:
     py = sys.executable
     subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=ENV, check=True)
     subprocess.run(
-        [py, "manage.py", "demo_data"], cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL
+        [py, "manage.py", "demo_data"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     os.environ.update(ENV)
     sys.path.insert(0, str(ROOT))

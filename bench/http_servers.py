@@ -24,15 +24,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_URL = "postgres://postgres@127.0.0.1:5432/xchange_bench"
-ENV = dict(os.environ, DATABASE_URL=DB_URL, REDIS_URL="redis://127.0.0.1:6379/14", DJANGO_SETTINGS_MODULE="config.settings")
+ENV = dict(
+    os.environ,
+    DATABASE_URL=DB_URL,
+    REDIS_URL="redis://127.0.0.1:6379/14",
+    DJANGO_SETTINGS_MODULE="config.settings",
+)
 
 
 def setup() -> tuple[str, list[int]]:
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "xchange_bench"], check=True)
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "xchange_bench"], check=True)
+    subprocess.run(
+        ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "xchange_bench"],
+        check=True,
+    )
+    subprocess.run(
+        ["createdb", "-h", "127.0.0.1", "-U", "postgres", "xchange_bench"], check=True
+    )
     py = sys.executable
     subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=ENV, check=True)
-    subprocess.run([py, "manage.py", "demo_data"], cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [py, "manage.py", "demo_data"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     os.environ.update(ENV)
     sys.path.insert(0, str(ROOT))
     import django
@@ -56,7 +72,9 @@ def setup() -> tuple[str, list[int]]:
     return token, [a.pk for a in accounts_of(alice)]
 
 
-def fire(port: int, token: str, accounts: list[int], total: int, clients: int) -> dict[str, float]:
+def fire(
+    port: int, token: str, accounts: list[int], total: int, clients: int
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = []
     lock = threading.Lock()
@@ -66,15 +84,25 @@ def fire(port: int, token: str, accounts: list[int], total: int, clients: int) -
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine = []
         for i in range(per_client):
-            body = json.dumps({
-                "account": accounts[(index + i) % len(accounts)],
-                "symbol": f"XSX:XS0{1 + (i % 9)}",
-                "side": "buy",
-                "price": "1.00",
-                "quantity": "1",
-            })
+            body = json.dumps(
+                {
+                    "account": accounts[(index + i) % len(accounts)],
+                    "symbol": f"XSX:XS0{1 + (i % 9)}",
+                    "side": "buy",
+                    "price": "1.00",
+                    "quantity": "1",
+                }
+            )
             start = time.perf_counter()
-            conn.request("POST", "/api/v1/orders", body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            conn.request(
+                "POST",
+                "/api/v1/orders",
+                body,
+                {
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                },
+            )
             response = conn.getresponse()
             response.read()
             mine.append(time.perf_counter() - start)
@@ -100,7 +128,9 @@ def fire(port: int, token: str, accounts: list[int], total: int, clients: int) -
 
 
 def serve(command: list[str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     for _ in range(100):
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
@@ -121,11 +151,36 @@ def main() -> None:
     token, accounts = setup()
     bin_dir = Path(sys.executable).parent
     servers = {
-        "gunicorn sync x3 (WSGI)": [str(bin_dir / "gunicorn"), "config.wsgi", "--workers", "3", "--bind", "127.0.0.1:8761"],
-        "uvicorn x1 (ASGI)": [str(bin_dir / "uvicorn"), "config.asgi:application", "--port", "8761", "--log-level", "warning"],
-        "uvicorn x3 (ASGI)": [str(bin_dir / "uvicorn"), "config.asgi:application", "--port", "8761", "--workers", "3", "--log-level", "warning"],
+        "gunicorn sync x3 (WSGI)": [
+            str(bin_dir / "gunicorn"),
+            "config.wsgi",
+            "--workers",
+            "3",
+            "--bind",
+            "127.0.0.1:8761",
+        ],
+        "uvicorn x1 (ASGI)": [
+            str(bin_dir / "uvicorn"),
+            "config.asgi:application",
+            "--port",
+            "8761",
+            "--log-level",
+            "warning",
+        ],
+        "uvicorn x3 (ASGI)": [
+            str(bin_dir / "uvicorn"),
+            "config.asgi:application",
+            "--port",
+            "8761",
+            "--workers",
+            "3",
+            "--log-level",
+            "warning",
+        ],
     }
-    print(f"{args.requests} order placements, {args.clients} keep-alive clients, PostgreSQL, 2 cores")
+    print(
+        f"{args.requests} order placements, {args.clients} keep-alive clients, PostgreSQL, 2 cores"
+    )
     print(f"{'server':28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     results = {}
     for name, command in servers.items():
@@ -137,7 +192,9 @@ def main() -> None:
             process.terminate()
             process.wait(10)
         r = results[name]
-        print(f"{name:28} {r['rps']:8.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:7d}")
+        print(
+            f"{name:28} {r['rps']:8.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:7d}"
+        )
     base = results["gunicorn sync x3 (WSGI)"]["rps"]
     for name, r in results.items():
         print(f"{name:28} {r['rps'] / base:6.2f}x of gunicorn")

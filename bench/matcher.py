@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fresh_database  # noqa: E402
+from common import fresh_database
 
 
 def main() -> None:
@@ -78,7 +78,9 @@ def main() -> None:
     engine_seconds = time.perf_counter() - start
 
     stop = threading.Event()
-    worker = MatchingWorker("XSX", batch_size=args.batch_size, poll_seconds=0.05, stop_event=stop)
+    worker = MatchingWorker(
+        "XSX", batch_size=args.batch_size, poll_seconds=0.05, stop_event=stop
+    )
     thread = threading.Thread(target=worker.run)
     start = time.perf_counter()
     thread.start()
@@ -91,11 +93,17 @@ def main() -> None:
     trades = Trade.objects.count()
     assert not ledger_differences(), "the ledger does not reconcile"
     n = args.orders
-    print(f"{n} orders on one symbol, batch size {args.batch_size}, {trades} trades, PostgreSQL")
+    print(
+        f"{n} orders on one symbol, batch size {args.batch_size}, {trades} trades, PostgreSQL"
+    )
     print(f"order entry (OMS service, sequential)  {n / entry_seconds:10.0f} orders/s")
-    print(f"matching worker (persisted)            {n / match_seconds:10.0f} orders/s  {trades / match_seconds:8.0f} trades/s")
+    print(
+        f"matching worker (persisted)            {n / match_seconds:10.0f} orders/s  {trades / match_seconds:8.0f} trades/s"
+    )
     print(f"engine alone (baseline)                {n / engine_seconds:10.0f} orders/s")
-    print(f"persisted / engine                     {engine_seconds / match_seconds:10.4f}")
+    print(
+        f"persisted / engine                     {engine_seconds / match_seconds:10.4f}"
+    )
 
 
 if __name__ == "__main__":

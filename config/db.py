@@ -30,7 +30,9 @@ def bulk_update_rows(
     params: list[object] = []
     for obj in objects:
         for field in columns:
-            params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+            params.append(
+                field.get_db_prep_save(getattr(obj, field.attname), connection)
+            )
     table = quote(meta.db_table)
     assignments = ", ".join(
         f"{quote(field.column)} = v.column{index}"  # type: ignore[union-attr]

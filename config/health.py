@@ -33,8 +33,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
             checks["channel_layer"] = f"error: {error.__class__.__name__}"
     else:
         checks["channel_layer"] = "ok (in-memory)"
-    matchers = {code: market_owned(code) for code in Market.objects.values_list("code", flat=True)}
-    checks["matchers"] = {code: "ok" if owned else "no owner" for code, owned in matchers.items()}
+    matchers = {
+        code: market_owned(code)
+        for code in Market.objects.values_list("code", flat=True)
+    }
+    checks["matchers"] = {
+        code: "ok" if owned else "no owner" for code, owned in matchers.items()
+    }
     ready = all(
         value == "ok" or str(value).startswith("ok ")
         for key, value in checks.items()

@@ -13,9 +13,14 @@ CELERY_TASK_ALWAYS_EAGER = True
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = []  # noqa: F405
 MATCHER_POLL_SECONDS = 0.2
 
-# Parallel test workers share one Redis: keep their channel-layer groups apart.
-CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "test-" + os.environ.get(  # noqa: F405
-    "PYTEST_XDIST_WORKER", "main"
+# Parallel test workers (and test runs on other databases) share one Redis: keep
+# their channel-layer groups apart.
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "-".join(  # noqa: F405
+    [
+        "test",
+        DATABASES["default"]["NAME"],  # noqa: F405
+        os.environ.get("PYTEST_XDIST_WORKER", "main"),
+    ]
 )
 
 # Static files are not collected for tests; WhiteNoise would warn on every request.

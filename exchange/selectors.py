@@ -17,8 +17,11 @@ from oms.models import RESTING_STATUSES, Order
 def snapshot_transaction() -> Iterator[None]:
     """A read transaction seeing one committed state (REPEATABLE READ on
     PostgreSQL; SQLite's WAL readers already see a single snapshot)."""
+    starts_transaction = not connection.in_atomic_block
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        # Inside a caller's transaction its isolation level stands (it can only
+        # be set before the transaction's first query).
+        if connection.vendor == "postgresql" and starts_transaction:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         yield

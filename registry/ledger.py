@@ -12,7 +12,6 @@ from decimal import Decimal
 from django.utils import timezone
 
 from config.db import bulk_update_rows
-
 from registry.models import Account, Balance, Bucket, JournalEntry, Posting
 
 BalanceKey = tuple[int, int]  # (account_id, asset_id)

@@ -22,7 +22,12 @@ from rest_framework.test import APIClient
 from config.asgi import application
 from exchange.models import Trade
 from oms.models import Order
-from tests.conftest import MatcherThread, assert_trading_consistent, balance_of, wait_for
+from tests.conftest import (
+    MatcherThread,
+    assert_trading_consistent,
+    balance_of,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -34,7 +39,11 @@ def pkce_token(username: str, password: str) -> str:
     browser = Client()
     assert browser.login(username=username, password=password)
     verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+        .rstrip(b"=")
+        .decode()
+    )
     params = {
         "response_type": "code",
         "client_id": "e2e-web",
@@ -110,31 +119,62 @@ async def test_a_trade_between_two_token_clients_reaches_rest_the_websocket_and_
             assert response.status_code == 201, response.json()
             return response.json()
 
-        sell = await sync_to_async(place)(alice_token, alice_account, side="sell", price="20.00", quantity="250")
-        await sync_to_async(wait_for)(lambda: Order.objects.get(pk=sell["id"]).status == "working")
-        buy = await sync_to_async(place)(bob_token, bob_account, side="buy", price="20.50", quantity="250")
+        sell = await sync_to_async(place)(
+            alice_token, alice_account, side="sell", price="20.00", quantity="250"
+        )
+        await sync_to_async(wait_for)(
+            lambda: Order.objects.get(pk=sell["id"]).status == "working"
+        )
+        buy = await sync_to_async(place)(
+            bob_token, bob_account, side="buy", price="20.50", quantity="250"
+        )
 
         update = await ws.receive_json_from(timeout=10)
-        assert (update["topic"], update["seq"], update["data"]["price"], update["data"]["quantity"]) == (
-            "trades.XSX:XS01", 1, "20.00", "250",
+        assert (
+            update["topic"],
+            update["seq"],
+            update["data"]["price"],
+            update["data"]["quantity"],
+        ) == (
+            "trades.XSX:XS01",
+            1,
+            "20.00",
+            "250",
         )
         await ws.disconnect()
 
-        trades = await sync_to_async(lambda: bearer(alice_token).get("/api/v1/symbols/XSX:XS01/trades").json())()
-        assert [(t["price"], t["quantity"], t["aggressor_side"]) for t in trades["results"]] == [("20.00", "250", "buy")]
-        order = await sync_to_async(lambda: bearer(bob_token).get(f"/api/v1/orders/{buy['id']}").json())()
-        assert (order["status"], order["filled_quantity"], order["fees"]) == ("filled", "250", "5.00")
+        trades = await sync_to_async(
+            lambda: bearer(alice_token).get("/api/v1/symbols/XSX:XS01/trades").json()
+        )()
+        assert [
+            (t["price"], t["quantity"], t["aggressor_side"]) for t in trades["results"]
+        ] == [("20.00", "250", "buy")]
+        order = await sync_to_async(
+            lambda: bearer(bob_token).get(f"/api/v1/orders/{buy['id']}").json()
+        )()
+        assert (order["status"], order["filled_quantity"], order["fees"]) == (
+            "filled",
+            "250",
+            "5.00",
+        )
 
         def check_money():
             aud, xs01 = symbol.currency, symbol.asset
             # value 5000.00; bob (taker, 10 bps) pays 5.00, alice (maker, 5 bps) 2.50
-            assert balance_of(bob_account, aud).available == Decimal("10000.00") - Decimal("5005.00")
+            assert balance_of(bob_account, aud).available == Decimal(
+                "10000.00"
+            ) - Decimal("5005.00")
             assert balance_of(bob_account, aud).held == 0
-            assert balance_of(alice_account, aud).available == Decimal("10000.00") + Decimal("4997.50")
+            assert balance_of(alice_account, aud).available == Decimal(
+                "10000.00"
+            ) + Decimal("4997.50")
             assert balance_of(bob_account, xs01).available == Decimal(1250)
             assert balance_of(alice_account, xs01).total == Decimal(750)
             trade = Trade.objects.get()
-            assert (trade.buyer_fee, trade.seller_fee) == (Decimal("5.00"), Decimal("2.50"))
+            assert (trade.buyer_fee, trade.seller_fee) == (
+                Decimal("5.00"),
+                Decimal("2.50"),
+            )
             assert_trading_consistent()
 
         await sync_to_async(check_money)()

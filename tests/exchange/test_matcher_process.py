@@ -69,7 +69,9 @@ class MatcherProcess:
         self.log.close()
 
 
-def test_readyz_reports_a_market_without_a_matcher_until_one_owns_it(tmp_path, client, symbol):
+def test_readyz_reports_a_market_without_a_matcher_until_one_owns_it(
+    tmp_path, client, symbol
+):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"] == {
