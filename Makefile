@@ -31,7 +31,8 @@ services:
 	scripts/ensure-chromium.sh
 
 test: install services
-	$(PY) manage.py makemigrations --check --dry-run --settings=config.settings_test
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+		$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest -n $(TEST_WORKERS) -q -p no:cacheprovider
 
 lint: install

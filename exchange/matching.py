@@ -77,7 +77,9 @@ def market_owned(market_code: str) -> bool:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-                " AND granted AND classid = %s AND objid = %s AND objsubid = 1)",
+                " AND granted AND classid = %s AND objid = %s AND objsubid = 1"
+                " AND database = (SELECT oid FROM pg_database"
+                " WHERE datname = current_database()))",
                 [unsigned >> 32, unsigned & 0xFFFFFFFF],
             )
             return bool(cursor.fetchone()[0])

@@ -20,38 +20,15 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
 from config.api import validation_error_body
-from exchange.models import Market, Symbol
-from exchange.selectors import (
-    book_snapshot,
-    market_snapshot,
-    snapshot_transaction,
-    trades_snapshot,
-)
-from exchange.streams import attach_event_loop, group_name, stream_current
+from exchange.streams import attach_event_loop, group_name
+from marketdata.topics import TOPICS, StreamError, TopicHandler, unknown
 from oms.api import OrderRequestSerializer
-from oms.models import OPEN_STATUSES, Order
-from oms.publish import balances_topic, holdings_topic, orders_topic
 from oms.services import OrderError, order_cancel, order_place
 from oms.wire import order_to_wire
-from registry.models import AccountAccess, Asset, Balance
-from registry.wire import balance_to_wire, holding_to_wire
 
 logger = logging.getLogger(__name__)
 
-PRIVATE_TOPICS = {
-    "orders": orders_topic,
-    "balances": balances_topic,
-    "holdings": holdings_topic,
-}
-SYMBOL_TOPICS = {"book", "trades"}
 MAX_TOPICS = 200
-
-
-class StreamError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class StreamConsumer(AsyncJsonWebsocketConsumer):
@@ -141,116 +118,35 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             )
         await self.send_json({"type": "unsubscribed", "topic": topic})
 
+    def _handler(self, topic: str) -> tuple[TopicHandler, str]:
+        kind, _, argument = topic.partition(".")
+        handler = TOPICS.get(kind)
+        if handler is None:
+            raise unknown(topic)
+        return handler, argument
+
     async def _upstreams(self, topic: str) -> list[str]:
-        kind, _, rest = topic.partition(".")
-        if kind in PRIVATE_TOPICS and not rest:
-            if not self.is_authenticated:
-                raise StreamError("unauthorized", f"Sign in to subscribe to {topic}.")
-            account_ids = await self._account_ids()
-            return [PRIVATE_TOPICS[kind](account_id) for account_id in account_ids]
-        if kind in SYMBOL_TOPICS and await self._symbol(rest) is not None:
-            return [topic]
-        if kind == "market" and await self._market(rest) is not None:
-            return [topic]
-        raise StreamError("unknown_topic", f"There is no topic {topic!r}.")
-
-    @database_sync_to_async
-    def _account_ids(self) -> list[int]:
-        return list(
-            AccountAccess.objects.filter(user_id=self.user.pk)
-            .order_by("account_id")
-            .values_list("account_id", flat=True)
-        )
-
-    @database_sync_to_async
-    def _symbol(self, identifier: str) -> Symbol | None:
-        market_code, _, code = identifier.partition(":")
-        return (
-            Symbol.objects.select_related("market", "asset", "currency")
-            .filter(market__code=market_code, code=code)
-            .first()
-        )
-
-    @database_sync_to_async
-    def _market(self, code: str) -> Market | None:
-        return Market.objects.select_related("currency").filter(code=code).first()
+        handler, argument = self._handler(topic)
+        return await database_sync_to_async(handler.upstreams)(self.user, argument)
 
     async def _send_snapshot(self, topic: str) -> None:
-        message = await self._snapshot(topic)
+        handler, argument = self._handler(topic)
         upstreams = self.subscriptions[topic]
-        if "seqs" in message:
+        snapshot = await database_sync_to_async(handler.snapshot)(
+            self.user, argument, list(upstreams)
+        )
+        message: dict[str, Any] = {"type": "snapshot", "topic": topic}
+        if snapshot.seqs is not None:
             for upstream in upstreams:
-                account = upstream.rsplit(".", 1)[1]
-                upstreams[upstream] = message["seqs"][account]
+                upstreams[upstream] = snapshot.seqs[upstream.rsplit(".", 1)[1]]
+            message["seqs"] = snapshot.seqs
         else:
-            (upstream,) = upstreams
-            upstreams[upstream] = message["seq"]
+            assert snapshot.seq is not None
+            for upstream in upstreams:
+                upstreams[upstream] = snapshot.seq
+            message["seq"] = snapshot.seq
+        message["data"] = snapshot.data
         await self.send_json(message)
-
-    async def _snapshot(self, topic: str) -> dict[str, Any]:
-        kind, _, rest = topic.partition(".")
-        if kind == "book":
-            data = await database_sync_to_async(book_snapshot)(await self._symbol(rest))
-            return {
-                "type": "snapshot",
-                "topic": topic,
-                "seq": data.pop("seq"),
-                "data": data,
-            }
-        if kind == "trades":
-            data = await database_sync_to_async(trades_snapshot)(
-                await self._symbol(rest)
-            )
-            return {
-                "type": "snapshot",
-                "topic": topic,
-                "seq": data.pop("seq"),
-                "data": data,
-            }
-        if kind == "market":
-            data = await database_sync_to_async(market_snapshot)(
-                await self._market(rest)
-            )
-            return {
-                "type": "snapshot",
-                "topic": topic,
-                "seq": data.pop("seq"),
-                "data": data,
-            }
-        seqs, data = await self._private_snapshot(kind, list(self.subscriptions[topic]))
-        return {"type": "snapshot", "topic": topic, "seqs": seqs, "data": data}
-
-    @database_sync_to_async
-    def _private_snapshot(
-        self, kind: str, upstreams: list[str]
-    ) -> tuple[dict[str, int], list[dict[str, Any]]]:
-        account_ids = [int(u.rsplit(".", 1)[1]) for u in upstreams]
-        with snapshot_transaction():
-            current = stream_current(upstreams)
-            seqs = {u.rsplit(".", 1)[1]: seq for u, seq in current.items()}
-            if kind == "orders":
-                orders = (
-                    Order.objects.filter(
-                        account_id__in=account_ids, status__in=OPEN_STATUSES
-                    )
-                    .select_related(
-                        "symbol__market", "symbol__asset", "symbol__currency"
-                    )
-                    .order_by("id")
-                )
-                return seqs, [order_to_wire(o) for o in orders]
-            asset_kind = (
-                Asset.Kind.SECURITY if kind == "holdings" else Asset.Kind.CURRENCY
-            )
-            balances = (
-                Balance.objects.filter(
-                    account_id__in=account_ids, asset__kind=asset_kind
-                )
-                .select_related("asset")
-                .order_by("account_id", "asset__code")
-            )
-            wire = holding_to_wire if kind == "holdings" else balance_to_wire
-            return seqs, [{"account": b.account_id, **wire(b)} for b in balances]
 
     # -- updates from the channel layer ---------------------------------------------
 

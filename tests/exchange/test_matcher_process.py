@@ -95,7 +95,8 @@ def advisory_holders() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = %s AND objid = %s AND objsubid = 1",
+            " AND classid = %s AND objid = %s AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             [unsigned >> 32, unsigned & 0xFFFFFFFF],
         )
         return cursor.fetchone()[0]
