@@ -17,7 +17,9 @@ import hashlib
 import logging
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import (
@@ -164,6 +166,37 @@ class _Fill:
     #: What the buy order still had to fill right after this fill (ledger postings
     #: are made after the whole batch has run, when the order may have moved on).
     buy_remaining: Decimal
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a batch changed, for hooks that keep derived data in the same transaction.
+
+    ``symbols`` are those whose book or trades changed; ``books`` the worker's
+    in-memory books (already reflecting the batch), keyed by symbol id.
+    """
+
+    market: Market
+    now: datetime
+    trades: list[Trade]
+    symbols: dict[int, Symbol]
+    books: dict[int, engine.OrderBook]
+    #: Orders whose state changed in the batch (their symbol is loaded).
+    orders: list[Order]
+
+
+BatchHook = Callable[[BatchOutcome], list[Message]]
+_batch_hooks: list[BatchHook] = []
+
+
+def batch_hook_register(hook: BatchHook) -> None:
+    """Run ``hook`` inside every batch transaction, after trades are written and
+    before commit; it returns messages to publish after commit. Hooks lock only rows
+    no other writer holds across the batch (e.g. market-data rows owned by the
+    worker), after the balance and stream-sequence locks. Registered at start-up
+    (``AppConfig.ready``)."""
+    if hook not in _batch_hooks:
+        _batch_hooks.append(hook)
 
 
 class MatchingWorker:
@@ -492,6 +525,20 @@ class _Batch:
             processed_at=self.now
         )
         messages = self._market_messages(trades)
+        outcome = BatchOutcome(
+            market=self.market,
+            now=self.now,
+            trades=trades,
+            symbols={
+                symbol_id: self.worker.symbols[symbol_id]
+                for symbol_id in {t.symbol_id for t in trades}
+                | set(self.touched_levels)
+            },
+            books=self.worker.books,
+            orders=[state.order for state in changed],
+        )
+        for hook in _batch_hooks:
+            messages += hook(outcome)
         messages += private_messages(
             orders=[s.order for s in changed],
             balances=[ledger.balances[key] for key in sorted(keys)],
