@@ -136,9 +136,8 @@ def candle_start(
     start_minutes = minutes - minutes % step
     return datetime.combine(
         local.date(),
-        time(start_minutes // 60, start_minutes % 60),
+        time(start_minutes // 60, start_minutes % 60, fold=local.fold),
         tzinfo=tz,
-        fold=local.fold,
     )
 
 
