@@ -218,10 +218,18 @@ class MatchingWorker:
         self.books: dict[int, engine.OrderBook] = {}
         self.symbols: dict[int, Symbol] = {}
         self.is_owner = False
+        #: The books reflect the database (False until rebuilt, and after a failure).
+        self.is_ready = False
 
     # -- life cycle ---------------------------------------------------------------
 
     def run(self) -> None:
+        """Own the market, then match until stopped.
+
+        A lost database connection gives up ownership and starts again; any other
+        failure discards the in-memory books, which are rebuilt from the database
+        before the next batch.
+        """
         ownership = MarketOwnership(self.market_code)
         waiter: MarketWaiter | None = None
         try:
@@ -233,6 +241,7 @@ class MatchingWorker:
                             self.stop_event.wait(self.poll_seconds)
                             continue
                         logger.info("matcher owns market %s", self.market_code)
+                    if not self.is_ready:
                         self.rebuild()
                     if waiter is None:
                         waiter = MarketWaiter(self.market_code)
@@ -240,28 +249,24 @@ class MatchingWorker:
                         waiter.wait(self.poll_seconds)
                 except (OperationalError, InterfaceError):
                     logger.exception("database connection lost; re-acquiring market")
-                    self._reset(ownership)
+                    self.is_ready = False
+                    self.is_owner = False
+                    ownership.release()
+                    connection.close()
                     if waiter is not None:
                         waiter.close()
                         waiter = None
                     self.stop_event.wait(self.poll_seconds)
                 except Exception:
                     logger.exception("matching batch failed; rebuilding the book")
-                    self.books.clear()
+                    self.is_ready = False
                     self.stop_event.wait(self.poll_seconds)
-                    self.rebuild()
         finally:
             if waiter is not None:
                 waiter.close()
             if self.is_owner:
                 ownership.release()
             connection.close()
-
-    def _reset(self, ownership: MarketOwnership) -> None:
-        self.is_owner = False
-        self.books.clear()
-        ownership.release()
-        connection.close()
 
     def rebuild(self) -> None:
         """Load the market and rebuild every book from the stored resting orders."""
@@ -288,13 +293,14 @@ class MatchingWorker:
                     owner=order.account_id,
                 )
             )
+        self.is_ready = True
 
     # -- one batch ------------------------------------------------------------------
 
     def process_batch(self) -> int:
         """Take up to ``batch_size`` requests and persist their outcome; returns how
         many requests were processed."""
-        assert self.market is not None
+        assert self.market is not None and self.is_ready
         with transaction.atomic(durable=True):
             market = Market.objects.get(pk=self.market.pk)
             self.market = market
@@ -311,7 +317,7 @@ class MatchingWorker:
             except BaseException:
                 # The books already hold this batch's effects: start again from
                 # what the database says.
-                self.books.clear()
+                self.is_ready = False
                 raise
         return len(requests)
 

@@ -150,3 +150,29 @@ def test_a_backlog_matched_in_one_batch_keeps_every_reservation_exact(
     # then every invariant holds
     assert Trade.objects.count() > 50
     assert_trading_consistent()
+
+
+def test_a_failed_batch_rolls_back_whole_and_the_worker_rebuilds_and_carries_on(
+    matcher, symbol, alice_client, bob_client, alice_account, bob_account
+):
+    from exchange import matching
+
+    failures = []
+
+    def failing_once(outcome):
+        if outcome.trades and not failures:
+            failures.append(len(outcome.trades))
+            raise RuntimeError("simulated failure inside the batch transaction")
+        return []
+
+    matching.batch_hook_register(failing_once)
+    try:
+        sell = place(alice_client, alice_account, side="sell", price="10.00", quantity="10")
+        buy = place(bob_client, bob_account, side="buy", price="10.00", quantity="10")
+        wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "filled")
+    finally:
+        matching._batch_hooks.remove(failing_once)
+    assert failures == [1]
+    assert Order.objects.get(pk=sell.json()["id"]).status == "filled"
+    assert Trade.objects.count() == 1
+    assert_ledger_balanced()
