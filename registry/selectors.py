@@ -1,8 +1,11 @@
 """Registry reads: reconciliation of stored balances against the ledger."""
 
+from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
+from django.db import connection
 from django.db.models import Sum
 
 from registry.models import Balance, Posting
@@ -25,20 +28,30 @@ class Difference:
         )
 
 
+def posting_sums(*group_by: str) -> dict[tuple[Any, ...], Decimal]:
+    """Sum of posting amounts grouped by ``group_by`` fields, exactly.
+
+    PostgreSQL sums NUMERIC exactly; SQLite would sum floating-point values, so
+    there the amounts (each exact once read back as Decimal) are added in Python.
+    """
+    if connection.vendor == "postgresql":
+        rows = Posting.objects.values(*group_by).annotate(total=Sum("amount"))
+        return {tuple(row[f] for f in group_by): row["total"] for row in rows}
+    totals: defaultdict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
+    for row in Posting.objects.values_list(*group_by, "amount").iterator():
+        totals[row[:-1]] += row[-1]
+    return dict(totals)
+
+
 def ledger_differences() -> list[Difference]:
     """Every asset whose postings do not sum to zero, and every balance bucket that
     differs from the sum of its postings. Empty when the registry is consistent."""
     differences = [
-        Difference("*", row["asset__code"], "sum", Decimal(0), row["total"])
-        for row in Posting.objects.values("asset__code").annotate(total=Sum("amount"))
-        if row["total"] != 0
+        Difference("*", asset_code, "sum", Decimal(0), total)
+        for (asset_code,), total in sorted(posting_sums("asset__code").items())
+        if total != 0
     ]
-    sums = {
-        (row["account_id"], row["asset_id"], row["bucket"]): row["total"]
-        for row in Posting.objects.values("account_id", "asset_id", "bucket").annotate(
-            total=Sum("amount")
-        )
-    }
+    sums = posting_sums("account_id", "asset_id", "bucket")
     for balance in Balance.objects.select_related("account", "asset").order_by("pk"):
         for bucket in ("available", "held", "unsettled"):
             stored = getattr(balance, bucket)
