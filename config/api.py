@@ -69,7 +69,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, OrderError):
         return Response(error_body(exc.code, exc.message, exc.field), status=exc.status)
     if isinstance(exc, RegistryError):
-        return Response(error_body(exc.code, exc.message, exc.field), status=400)
+        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status)
     if isinstance(exc, LedgerError):
         return Response(error_body(exc.code, str(exc)), status=422)
     if isinstance(exc, ApiError):

@@ -26,14 +26,24 @@ SYSTEM_ACCOUNTS = {
 
 
 class RegistryError(Exception):
+    """A registry (or other domain) write refused; nothing was changed.
+
+    ``code`` is the API error code and ``status`` its HTTP status."""
+
     code = "invalid"
 
     def __init__(
-        self, message: str, *, code: str | None = None, field: str = ""
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str = "",
+        status: int = 400,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.status = status
         if code:
             self.code = code
 
