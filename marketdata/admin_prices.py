@@ -25,7 +25,16 @@ class SecuritySummaryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Candle)
 class CandleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["symbol", "interval", "start", "open", "high", "low", "close", "volume"]
+    list_display = [
+        "symbol",
+        "interval",
+        "start",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+    ]
     list_filter = ["interval"]
     list_select_related = ["symbol__market"]
     search_fields = ["symbol__code"]

@@ -167,7 +167,9 @@ def test_a_failed_batch_rolls_back_whole_and_the_worker_rebuilds_and_carries_on(
 
     matching.batch_hook_register(failing_once)
     try:
-        sell = place(alice_client, alice_account, side="sell", price="10.00", quantity="10")
+        sell = place(
+            alice_client, alice_account, side="sell", price="10.00", quantity="10"
+        )
         buy = place(bob_client, bob_account, side="buy", price="10.00", quantity="10")
         wait_for(lambda: Order.objects.get(pk=buy.json()["id"]).status == "filled")
     finally:
