@@ -235,5 +235,10 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}},
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        # One line per eager task in the embedded profile is noise.
+        "celery.app.trace": {"level": "WARNING"},
+        "kombu": {"level": "ERROR"},
+    },
 }

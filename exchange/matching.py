@@ -183,6 +183,9 @@ class BatchOutcome:
     books: dict[int, engine.OrderBook]
     #: Orders whose state changed in the batch (their symbol is loaded).
     orders: list[Order]
+    #: Work for after the commit, run once the batch's messages are handed over
+    #: (e.g. scheduling Celery tasks); a failure there is logged, not raised.
+    after_commit: list[Callable[[], object]] = field(default_factory=list)
 
 
 BatchHook = Callable[[BatchOutcome], list[Message]]
@@ -550,6 +553,8 @@ class _Batch:
             balances=[ledger.balances[key] for key in sorted(keys)],
         )
         publish_on_commit(messages)
+        for callback in outcome.after_commit:
+            transaction.on_commit(callback, robust=True)
 
     def _create_trades(self) -> list[Trade]:
         if not self.fills:

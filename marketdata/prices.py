@@ -23,6 +23,7 @@ from exchange.models import Symbol, Trade
 from exchange.selectors import snapshot_transaction
 from exchange.streams import Message, stream_advance, stream_current, stream_message
 from marketdata.models import INTERVAL_LENGTH, Candle, Interval, SecuritySummary
+from marketdata.tasks import scans_evaluate_task
 from marketdata.topics import Snapshot, register, symbol_or_error, unknown
 
 SUMMARY_FIELDS = [
@@ -166,6 +167,8 @@ def prices_apply(outcome: BatchOutcome) -> list[Message]:
         summary.updated_at = outcome.now
     bulk_update_rows(SecuritySummary, list(summaries.values()), SUMMARY_FIELDS)
     candles = _candles_fold(outcome.trades, tz)
+    symbol_ids = sorted(summaries)
+    outcome.after_commit.append(lambda: scans_evaluate_task.delay(symbol_ids))
     return _messages(outcome, summaries, candles)
 
 
