@@ -115,7 +115,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py's default 5 s socket timeout equals channels_redis's
+                # blocking-pop timeout: idle reads would time out and lose messages.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
                 "capacity": env.int("CHANNEL_CAPACITY", default=1000),
                 "expiry": 30,
             },
@@ -223,6 +225,11 @@ MATCHER_IN_PROCESS = env.bool("MATCHER_IN_PROCESS", default=PROFILE == "embedded
 MATCHER_BATCH_SIZE = env.int("MATCHER_BATCH_SIZE", default=200)
 #: Seconds a matcher waits for a wake-up before polling the database anyway.
 MATCHER_POLL_SECONDS = env.float("MATCHER_POLL_SECONDS", default=1.0)
+
+#: Seconds between the stream's heartbeat frames to each WebSocket client.
+STREAM_HEARTBEAT_SECONDS = env.float("STREAM_HEARTBEAT_SECONDS", default=20.0)
+#: Seconds without a client message before the stream closes the connection (4408).
+STREAM_IDLE_SECONDS = env.float("STREAM_IDLE_SECONDS", default=90.0)
 
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"

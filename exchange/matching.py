@@ -29,6 +29,7 @@ from django.db import (
     connection,
     transaction,
 )
+from django.db.models import Max
 from django.utils import timezone
 
 from config.db import bulk_update_rows
@@ -130,6 +131,7 @@ class _OrderState:
     order: Order
     events: list[OrderEvent] = field(default_factory=list)
     changed: bool = False
+    entered_book: bool = False
 
     def move(
         self,
@@ -183,6 +185,9 @@ class BatchOutcome:
     books: dict[int, engine.OrderBook]
     #: Orders whose state changed in the batch (their symbol is loaded).
     orders: list[Order]
+    #: Ids of the orders that entered the book in this batch (some may have left it
+    #: again within the batch).
+    entered_book: frozenset[int]
     #: Work for after the commit, run once the batch's messages are handed over
     #: (e.g. scheduling Celery tasks); a failure there is logged, not raised.
     after_commit: list[Callable[[], object]] = field(default_factory=list)
@@ -223,6 +228,7 @@ class MatchingWorker:
         self.is_owner = False
         #: The books reflect the database (False until rebuilt, and after a failure).
         self.is_ready = False
+        self._last_priority = 0
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -296,7 +302,18 @@ class MatchingWorker:
                     owner=order.account_id,
                 )
             )
+        self._last_priority = (
+            Order.objects.filter(market=self.market).aggregate(p=Max("priority"))["p"]
+            or 0
+        )
         self.is_ready = True
+
+    def next_priority(self) -> int:
+        """Time priority for an order entering the book now: the order in which this
+        worker (and its successors, which continue from the stored maximum) put
+        orders on the book, so a rebuilt book ranks them exactly as the live one."""
+        self._last_priority += 1
+        return self._last_priority
 
     # -- one batch ------------------------------------------------------------------
 
@@ -397,7 +414,7 @@ class _Batch:
                 owner=order.account_id,
             )
         )
-        self._apply_events(symbol, events, priority=request.pk)
+        self._apply_events(symbol, events, priority=self.worker.next_priority())
 
     def _cancel(self, request: OrderRequest, state: _OrderState) -> None:
         order = state.order
@@ -440,6 +457,7 @@ class _Batch:
             elif isinstance(event, engine.Rested):
                 state = self.states[event.order_id]
                 state.order.priority = priority
+                state.entered_book = True
                 if state.order.status == OrderStatus.ACCEPTED:
                     state.move(OrderStatus.WORKING)
                 touched.add((event.side, event.price))
@@ -545,6 +563,9 @@ class _Batch:
             },
             books=self.worker.books,
             orders=[state.order for state in changed],
+            entered_book=frozenset(
+                state.order.pk for state in changed if state.entered_book
+            ),
         )
         for hook in _batch_hooks:
             messages += hook(outcome)

@@ -4,24 +4,55 @@ Client messages are JSON objects with an ``op``:
 ``{"op": "subscribe", "topics": [...]}``, ``{"op": "unsubscribe", "topics": [...]}``
 and ``{"op": "ping"}``. Each subscribed topic first gets a ``snapshot`` carrying the
 topic's sequence number, then ``update`` messages with consecutive sequence numbers.
-If the server sees a gap (an update lost upstream, e.g. dropped for a slow client)
-it sends a fresh snapshot. Private topics (``orders``, ``balances``, ``holdings``)
-cover every account the user may see; their sequences run per account, so their
-snapshot carries ``seqs`` by account and each update names its ``account``.
-Trading over the socket (``place``, ``cancel``) calls the same OMS services as REST.
+If the server sees a gap (an update lost upstream, e.g. dropped by the channel layer)
+it sends a fresh snapshot. Private topics (``orders``, ``balances``, ``holdings``,
+``executions``) cover every account the user may see; their sequences run per
+account, so their snapshot carries ``seqs`` by account and each update names its
+``account``. Trading over the socket (``place``, ``cancel``) calls the same OMS
+services as REST.
+
+Fan-out: connections have no channel-layer channel of their own. One :class:`Hub`
+per server process (per event loop) joins the group of every upstream topic a local
+connection follows, receives each message once and hands it to those connections,
+which queue the frame (encoded once per process) in their outbox.
+
+Keeping a connection healthy:
+
+- The server sends ``{"type": "heartbeat", "time": ...}`` every
+  ``STREAM_HEARTBEAT_SECONDS`` and closes (code 4408) a connection that has sent
+  nothing for ``STREAM_IDLE_SECONDS``; ``ping`` is answered with ``pong``.
+- Frames leave through a per-connection outbox drained by a writer task, so a client
+  that reads slowly never holds up the hub, the matcher or other clients. At most
+  :data:`MAX_OUTSTANDING_BYTES` of updates wait for one connection: past that its
+  queued updates are dropped and each topic concerned gets one fresh snapshot once
+  the client has caught up (instead of a replay of stale updates). A connection
+  whose outbox still grows past :data:`MAX_BACKLOG_BYTES` (snapshots and replies it
+  does not read) is closed with code 4429.
+- A bad message gets an error frame, never a disconnect: over
+  :data:`MAX_MESSAGE_BYTES` (``message_too_large``), not a JSON object with a known
+  ``op``, more than :data:`MAX_TOPICS` topics, or subscription changes faster than
+  the token bucket allows (``rate_limited``, with ``retry_after`` seconds).
 """
 
 import asyncio
+import json
 import logging
+import time
+import weakref
+from collections import OrderedDict, deque
+from datetime import UTC, datetime
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
 from config.api import validation_error_body
 from exchange.streams import attach_event_loop, group_name
-from marketdata.topics import TOPICS, StreamError, TopicHandler, unknown
+from marketdata.topics import TOPICS, Snapshot, StreamError, TopicHandler, unknown
 from oms.api import OrderRequestSerializer
 from oms.services import OrderError, order_cancel, order_place
 from oms.wire import order_to_wire
@@ -29,40 +60,478 @@ from oms.wire import order_to_wire
 logger = logging.getLogger(__name__)
 
 MAX_TOPICS = 200
+MAX_TOPIC_LENGTH = 200
+#: Largest client message accepted (a 200-topic subscribe is about 6 KiB).
+MAX_MESSAGE_BYTES = 32 * 1024
+#: Subscription token bucket: each topic in a subscribe or unsubscribe takes a
+#: token; the bucket holds a full connection's worth and refills at this rate.
+SUBSCRIBE_BURST = MAX_TOPICS
+SUBSCRIBE_PER_SECOND = 20.0
+#: Updates one connection may have waiting before they are replaced by snapshots.
+MAX_OUTSTANDING_BYTES = 1024 * 1024
+#: Everything (snapshots, replies) one connection may have waiting before it is
+#: closed as too slow.
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+#: Updates held for a topic while its snapshot is read (more: read it again).
+MAX_HELD_UPDATES = 1000
+#: The hub re-joins its groups this often (channel-layer group membership expires).
+GROUP_REFRESH_SECONDS = 3600.0
+CLOSE_IDLE = 4408
+CLOSE_TOO_SLOW = 4429
+
+
+def heartbeat_seconds() -> float:
+    return float(settings.STREAM_HEARTBEAT_SECONDS)
+
+
+def idle_seconds() -> float:
+    return float(settings.STREAM_IDLE_SECONDS)
+
+
+def encode(content: Any) -> str:
+    return json.dumps(content, separators=(",", ":"))
+
+
+class _UpdateFrames:
+    """Encodes an update once per process rather than once per subscriber.
+
+    The Redis channel layer hands the same message object to every local channel in
+    the group, so its identity (kept alive by the cache) names the frame."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._frames: OrderedDict[tuple[int, str], tuple[object, str]] = OrderedDict()
+
+    def text(self, topic: str, message: dict[str, Any]) -> str:
+        key = (id(message), topic)
+        cached = self._frames.get(key)
+        if cached is not None and cached[0] is message:
+            return cached[1]
+        update: dict[str, Any] = {
+            "type": "update",
+            "topic": topic,
+            "seq": message["seq"],
+            "data": message["data"],
+        }
+        if "account" in message:
+            update["account"] = message["account"]
+        text = encode(update)
+        self._frames[key] = (message, text)
+        if len(self._frames) > self.size:
+            self._frames.popitem(last=False)
+        return text
+
+
+_update_frames = _UpdateFrames()
+
+
+class RateLimited(StreamError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            "rate_limited", "Too many subscription changes; retry after the delay."
+        )
+        self.retry_after = round(retry_after, 2)
+
+
+class TokenBucket:
+    def __init__(self, capacity: float, per_second: float) -> None:
+        self.capacity = capacity
+        self.per_second = per_second
+        self.tokens = capacity
+        self.updated = time.monotonic()
+
+    def take(self, count: float) -> float:
+        """Take ``count`` tokens; returns 0, or the seconds to wait (nothing taken)."""
+        now = time.monotonic()
+        self.tokens = min(
+            self.capacity, self.tokens + (now - self.updated) * self.per_second
+        )
+        self.updated = now
+        if count <= self.tokens:
+            self.tokens -= count
+            return 0.0
+        return (count - self.tokens) / self.per_second
+
+
+class Outbox:
+    """Frames waiting for the writer: ``(text, topic)``, ``topic`` set on updates."""
+
+    def __init__(self) -> None:
+        self.frames: deque[tuple[str, str | None]] = deque()
+        self.size = 0
+        self.update_size = 0
+        self.ready = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return bool(self.frames)
+
+    def put(self, text: str, topic: str | None = None) -> None:
+        self.frames.append((text, topic))
+        self.size += len(text)
+        if topic is not None:
+            self.update_size += len(text)
+        self.ready.set()
+
+    def wake(self) -> None:
+        self.ready.set()
+
+    async def get(self) -> str | None:
+        """The next frame; None if woken (:meth:`wake`) with nothing queued."""
+        if not self.frames:
+            self.ready.clear()
+            await self.ready.wait()
+            if not self.frames:
+                return None
+        text, topic = self.frames.popleft()
+        self.size -= len(text)
+        if topic is not None:
+            self.update_size -= len(text)
+        return text
+
+    def drop_updates(self) -> set[str]:
+        """Drop every queued update; returns their topics."""
+        topics = {topic for _, topic in self.frames if topic is not None}
+        self.frames = deque(f for f in self.frames if f[1] is None)
+        self.size -= self.update_size
+        self.update_size = 0
+        return topics
+
+
+class Hub:
+    """The process's one channel-layer channel for the stream (one per event loop).
+
+    It joins the group of each upstream topic some local connection follows (before
+    that connection reads its snapshot), receives every message once and calls
+    :meth:`StreamConsumer.deliver` of each connection following the topic. It stops
+    when no connection follows anything.
+    """
+
+    def __init__(self, layer: BaseChannelLayer) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.followers: dict[str, set[StreamConsumer]] = {}
+        self.joined: set[str] = set()
+        self.lock = asyncio.Lock()  # group changes, in order
+
+    async def follow(self, upstream: str, consumer: "StreamConsumer") -> None:
+        """Deliver ``upstream`` to ``consumer``; returns once the group is joined."""
+        self.followers.setdefault(upstream, set()).add(consumer)
+        if upstream in self.joined:
+            return
+        async with self.lock:
+            if upstream in self.joined or upstream not in self.followers:
+                return
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+                self.tasks = [
+                    asyncio.create_task(self._receive(self.channel)),
+                    asyncio.create_task(self._refresh()),
+                ]
+            await self.layer.group_add(group_name(upstream), self.channel)
+            self.joined.add(upstream)
+
+    def forget(self, upstream: str, consumer: "StreamConsumer") -> bool:
+        """Stop delivering to ``consumer``; True if nobody follows ``upstream`` now
+        (then :meth:`leave` it)."""
+        followers = self.followers.get(upstream)
+        if followers is None:
+            return False
+        followers.discard(consumer)
+        if followers:
+            return False
+        del self.followers[upstream]
+        return True
+
+    async def leave(self, upstream: str) -> None:
+        async with self.lock:
+            if upstream in self.followers or upstream not in self.joined:
+                return
+            self.joined.discard(upstream)
+            assert self.channel is not None
+            await self.layer.group_discard(group_name(upstream), self.channel)
+            if not self.followers and not self.joined:
+                self._stop()
+
+    async def leave_later(self, upstream: str) -> None:
+        """:meth:`leave`, from a task nobody awaits."""
+        try:
+            await self.leave(upstream)
+        except Exception:
+            logger.warning("stream hub: leaving %s failed", upstream, exc_info=True)
+
+    def _stop(self) -> None:
+        self.channel = None
+        for task in self.tasks:
+            task.cancel()
+        self.tasks = []
+
+    async def _receive(self, channel: str) -> None:
+        failures = 0
+        while self.channel == channel:
+            started = time.monotonic()
+            try:
+                message = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if self.channel != channel:
+                    return  # stopped (some layers raise their own error on cancel)
+                # A lost update shows as a gap, answered by a snapshot. A receive
+                # that waited and then failed (a Redis read timing out while idle)
+                # is retried at once; quick failures back off.
+                if time.monotonic() - started > 1:
+                    logger.debug("stream hub: receive timed out (%r)", error)
+                    continue
+                failures += 1
+                logger.warning("stream hub: receiving failed (%r); retrying", error)
+                await asyncio.sleep(min(5, failures))
+                continue
+            failures = 0
+            upstream = message.get("topic")
+            for consumer in tuple(self.followers.get(upstream, ())):
+                try:
+                    consumer.deliver(upstream, message)
+                except Exception:  # one connection's fault must not stop the others
+                    logger.exception("stream hub: delivering %s failed", upstream)
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(GROUP_REFRESH_SECONDS)
+            async with self.lock:
+                for upstream in sorted(self.joined):
+                    assert self.channel is not None
+                    await self.layer.group_add(group_name(upstream), self.channel)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]
+_hubs = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        layer = get_channel_layer()
+        assert layer is not None, "the stream needs a channel layer"
+        found = _hubs[loop] = Hub(layer)
+    return found
 
 
 class StreamConsumer(AsyncJsonWebsocketConsumer):
+    # No channel-layer channel per connection: the process's Hub delivers.
+    channel_layer_alias = "(none: the stream hub delivers)"
+
     async def connect(self) -> None:
         attach_event_loop(asyncio.get_running_loop())
         self.user = self.scope.get("user")
+        self.hub = hub()
         # client topic -> {upstream topic: last seq sent}
         self.subscriptions: dict[str, dict[str, int]] = {}
         # upstream topic -> client topic
         self.routes: dict[str, str] = {}
+        # topics whose snapshot is being read -> updates held meanwhile (None: too
+        # many, read it again)
+        self.held: dict[str, list[tuple[str, dict[str, Any]]] | None] = {}
+        # topics needing a fresh snapshot (a gap, or updates dropped for a slow
+        # client): the writer reads them once the outbox is empty
+        self.stale: set[str] = set()
+        self.outbox = Outbox()
+        self.bucket = TokenBucket(SUBSCRIBE_BURST, SUBSCRIBE_PER_SECOND)
+        self.snapshot_lock = asyncio.Lock()
+        self.last_heard = time.monotonic()
+        self.closing = False
         await self.accept()
+        self.tasks = [
+            asyncio.create_task(self._write()),
+            asyncio.create_task(self._keepalive()),
+        ]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # after an error too: never deliver to a dead connection
+            self._stop()
+            for upstream in list(getattr(self, "routes", {})):
+                if self.hub.forget(upstream, self):
+                    asyncio.get_running_loop().create_task(
+                        self.hub.leave_later(upstream)
+                    )
+
+    def _stop(self) -> None:
+        for task in getattr(self, "tasks", []):
+            task.cancel()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first hops to the sync thread to close stale database
+        # connections, for every message. Database work here goes through
+        # database_sync_to_async, which closes stale connections itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
-        for upstream in list(self.routes):
-            await self.channel_layer.group_discard(
-                group_name(upstream), self.channel_name
-            )
+        self._stop()
+        for upstream in list(getattr(self, "routes", {})):
+            self.routes.pop(upstream)
+            if self.hub.forget(upstream, self):
+                await self.hub.leave(upstream)
 
     @property
     def is_authenticated(self) -> bool:
         return bool(self.user is not None and self.user.is_authenticated)
 
+    # -- updates from the hub ------------------------------------------------------------
+
+    def deliver(self, upstream: str, message: dict[str, Any]) -> None:
+        """Queue an upstream message for the client if it is the next in sequence;
+        on a gap, mark the topic for a fresh snapshot."""
+        topic = self.routes.get(upstream)
+        if topic is None or topic in self.stale:
+            return  # not (or no longer) followed, or a snapshot will follow
+        if topic in self.held:
+            held = self.held[topic]
+            if held is not None:
+                held.append((upstream, message))
+                if len(held) > MAX_HELD_UPDATES:
+                    self.held[topic] = None
+            return
+        last = self.subscriptions[topic][upstream]
+        seq = message["seq"]
+        if seq <= last:
+            return  # already covered by the snapshot
+        if seq != last + 1:
+            logger.info(
+                "gap on %s: %s after %s; sending a snapshot", upstream, seq, last
+            )
+            self.stale.add(topic)
+            self.outbox.wake()
+            return
+        self.subscriptions[topic][upstream] = seq
+        self._queue(_update_frames.text(topic, message), update_topic=topic)
+
+    # -- frames out ----------------------------------------------------------------------
+
+    def _reply(self, content: dict[str, Any]) -> None:
+        self._queue(encode(content))
+
+    def _queue(self, text: str, update_topic: str | None = None) -> None:
+        if self.closing:
+            return
+        if update_topic is not None and (
+            self.outbox.update_size + len(text) > MAX_OUTSTANDING_BYTES
+        ):
+            self._overflow(update_topic)
+            return
+        self.outbox.put(text, update_topic)
+        if self.outbox.size > MAX_BACKLOG_BYTES:
+            logger.warning("closing a stream connection that does not read")
+            self.closing = True
+            self.outbox.frames.clear()
+            asyncio.get_running_loop().create_task(self.close(code=CLOSE_TOO_SLOW))
+
+    def _overflow(self, topic: str) -> None:
+        """The client reads too slowly: replace its backlog of updates by one
+        snapshot per topic concerned, sent when it has caught up."""
+        dropped = self.outbox.drop_updates() | {topic}
+        logger.info("slow stream client: %d topics to resync", len(dropped))
+        self.stale |= dropped & self.subscriptions.keys()
+        self.outbox.wake()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                if self.stale and not self.outbox:
+                    topics = sorted(self.stale & self.subscriptions.keys())
+                    self.stale.clear()
+                    await self._send_snapshots(topics)
+                text = await self.outbox.get()
+                if text is not None:
+                    await self.send(text_data=text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the client went away; disconnect() follows
+            logger.debug("stream writer stopped", exc_info=True)
+
+    async def _keepalive(self) -> None:
+        """Heartbeats out; close the connection when the client has gone quiet."""
+        beat, idle = heartbeat_seconds(), idle_seconds()
+        next_beat = time.monotonic() + beat
+        while True:
+            now = time.monotonic()
+            quiet_until = self.last_heard + idle
+            if now >= quiet_until:
+                self.closing = True
+                await self.close(code=CLOSE_IDLE)
+                return
+            if now >= next_beat:
+                if not self.outbox:  # a backed-up client gains nothing from more
+                    self._reply(
+                        {"type": "heartbeat", "time": datetime.now(UTC).isoformat()}
+                    )
+                next_beat = now + beat
+            await asyncio.sleep(max(0.0, min(next_beat, quiet_until) - now))
+
+    def _error(
+        self, error: StreamError, *, message_id: Any = None, topic: str | None = None
+    ) -> None:
+        frame: dict[str, Any] = {
+            "type": "error",
+            "code": error.code,
+            "message": error.message,
+            "id": message_id,
+        }
+        if topic is not None:
+            frame["topic"] = topic
+        if isinstance(error, RateLimited):
+            frame["retry_after"] = error.retry_after
+        self._reply(frame)
+
+    # -- frames in -----------------------------------------------------------------------
+
+    async def receive(
+        self,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.last_heard = time.monotonic()
+        if text_data is None:
+            self._error(StreamError("bad_message", "Send JSON text frames."))
+            return
+        if len(text_data) > MAX_MESSAGE_BYTES // 4 and (
+            len(text_data.encode()) > MAX_MESSAGE_BYTES
+        ):
+            self._error(
+                StreamError(
+                    "message_too_large",
+                    f"Messages are limited to {MAX_MESSAGE_BYTES} bytes.",
+                )
+            )
+            return
+        await self.receive_json(await self.decode_json(text_data))
+
+    async def decode_json(self, text_data: str) -> Any:
+        try:
+            return json.loads(text_data)
+        except ValueError:
+            return None  # answered as a bad message
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        message_id = content.get("id") if isinstance(content, dict) else None
         try:
             if not isinstance(content, dict):
                 raise StreamError("bad_message", "Send a JSON object with an 'op'.")
             op = content.get("op")
             if op == "ping":
-                await self.send_json({"type": "pong", "id": content.get("id")})
+                self._reply({"type": "pong", "id": message_id})
             elif op == "subscribe":
-                for topic in self._topics(content):
-                    await self._subscribe(topic)
+                await self._subscribe(
+                    self._topics(content, subscribing=True), message_id
+                )
             elif op == "unsubscribe":
-                for topic in self._topics(content):
+                for topic in self._topics(content, subscribing=False):
                     await self._unsubscribe(topic)
             elif op == "place":
                 await self._place(content)
@@ -71,52 +540,60 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             else:
                 raise StreamError("unknown_op", f"Unknown op {op!r}.")
         except StreamError as error:
-            await self.send_json(
-                {
-                    "type": "error",
-                    "code": error.code,
-                    "message": error.message,
-                    "id": content.get("id") if isinstance(content, dict) else None,
-                }
-            )
+            self._error(error, message_id=message_id)
 
-    async def decode_json(self, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except ValueError:
-            return None  # answered as a bad message
-
-    def _topics(self, content: dict[str, Any]) -> list[str]:
+    def _topics(self, content: dict[str, Any], *, subscribing: bool) -> list[str]:
+        """The op's topics (each once); raises before anything changes."""
         topics = content.get("topics")
-        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-            raise StreamError("bad_topics", "'topics' must be a list of strings.")
-        if len(self.subscriptions) + len(topics) > MAX_TOPICS:
+        if (
+            not isinstance(topics, list)
+            or not all(isinstance(t, str) for t in topics)
+            or any(len(t) > MAX_TOPIC_LENGTH for t in topics)
+        ):
+            raise StreamError("bad_topics", "'topics' must be a list of topic names.")
+        topics = list(dict.fromkeys(topics))
+        if len(topics) > MAX_TOPICS or (
+            subscribing and len(self.subscriptions.keys() | set(topics)) > MAX_TOPICS
+        ):
             raise StreamError(
                 "too_many_topics", f"At most {MAX_TOPICS} topics per connection."
             )
+        wait = self.bucket.take(len(topics))
+        if wait:
+            raise RateLimited(wait)
         return topics
 
-    # -- subscriptions ---------------------------------------------------------------
+    # -- subscriptions -------------------------------------------------------------------
 
-    async def _subscribe(self, topic: str) -> None:
-        if topic in self.subscriptions:
-            await self._send_snapshot(topic)
-            return
-        upstreams = await self._upstreams(topic)
-        self.subscriptions[topic] = {upstream: 0 for upstream in upstreams}
-        for upstream in upstreams:
-            self.routes[upstream] = topic
-            await self.channel_layer.group_add(group_name(upstream), self.channel_name)
-        await self._send_snapshot(topic)
+    async def _subscribe(self, topics: list[str], message_id: Any) -> None:
+        """Subscribe and send the snapshots (again, for topics already subscribed);
+        a topic that does not exist or is not the user's gets an error frame naming
+        it. The hub joins the groups before the snapshots are read and holds the
+        updates that arrive meanwhile; two database round trips for the whole op."""
+        new = [topic for topic in topics if topic not in self.subscriptions]
+        found = await database_sync_to_async(self._read_upstreams)(new) if new else {}
+        errors = {}
+        for topic in topics:
+            upstreams = found.get(topic)
+            if isinstance(upstreams, StreamError):
+                errors[topic] = upstreams
+            elif upstreams is not None and topic not in self.subscriptions:
+                self.subscriptions[topic] = {upstream: 0 for upstream in upstreams}
+                self.held.setdefault(topic, [])
+                for upstream in upstreams:
+                    self.routes[upstream] = topic
+                    await self.hub.follow(upstream, self)
+        await self._send_snapshots(topics, message_id, errors)
 
     async def _unsubscribe(self, topic: str) -> None:
         upstreams = self.subscriptions.pop(topic, {})
+        self.held.pop(topic, None)
+        self.stale.discard(topic)
         for upstream in upstreams:
             self.routes.pop(upstream, None)
-            await self.channel_layer.group_discard(
-                group_name(upstream), self.channel_name
-            )
-        await self.send_json({"type": "unsubscribed", "topic": topic})
+            if self.hub.forget(upstream, self):
+                await self.hub.leave(upstream)
+        self._reply({"type": "unsubscribed", "topic": topic})
 
     def _handler(self, topic: str) -> tuple[TopicHandler, str]:
         kind, _, argument = topic.partition(".")
@@ -125,16 +602,79 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             raise unknown(topic)
         return handler, argument
 
-    async def _upstreams(self, topic: str) -> list[str]:
-        handler, argument = self._handler(topic)
-        return await database_sync_to_async(handler.upstreams)(self.user, argument)
+    def _read_upstreams(self, topics: list[str]) -> dict[str, list[str] | StreamError]:
+        """(Database thread) each topic's upstreams, or why it cannot be had."""
+        found: dict[str, list[str] | StreamError] = {}
+        for topic in topics:
+            try:
+                handler, argument = self._handler(topic)
+                found[topic] = handler.upstreams(self.user, argument)
+            except StreamError as error:
+                found[topic] = error
+        return found
 
-    async def _send_snapshot(self, topic: str) -> None:
-        handler, argument = self._handler(topic)
+    def _read_snapshots(
+        self, plans: list[tuple[str, list[str]]]
+    ) -> list[tuple[str, Snapshot | StreamError]]:
+        """(Database thread) the snapshot of each (topic, upstreams)."""
+        snapshots: list[tuple[str, Snapshot | StreamError]] = []
+        for topic, upstreams in plans:
+            try:
+                handler, argument = self._handler(topic)
+                snapshots.append(
+                    (topic, handler.snapshot(self.user, argument, upstreams))
+                )
+            except StreamError as error:
+                snapshots.append((topic, error))
+        return snapshots
+
+    async def _send_snapshots(
+        self,
+        topics: list[str],
+        message_id: Any = None,
+        errors: dict[str, StreamError] | None = None,
+    ) -> None:
+        """Read the topics' snapshots and queue them, each followed by the updates
+        held while reading that are newer; ``errors`` (topics that could not be
+        subscribed) are answered in the same order. One read at a time."""
+        for topic in topics:  # hold their updates from now on
+            if topic in self.subscriptions:
+                self.held.setdefault(topic, [])
+        async with self.snapshot_lock:
+            reading = [topic for topic in topics if topic in self.subscriptions]
+            for topic in reading:
+                self.held.setdefault(topic, [])
+            plans = [(topic, list(self.subscriptions[topic])) for topic in reading]
+            try:
+                read = dict(
+                    await database_sync_to_async(self._read_snapshots)(plans)
+                    if plans
+                    else []
+                )
+            except BaseException:
+                for topic in reading:
+                    self.held.pop(topic, None)
+                raise
+            for topic in topics:
+                if errors and topic in errors:
+                    self._error(errors[topic], message_id=message_id, topic=topic)
+                    continue
+                snapshot = read.get(topic)
+                held = self.held.pop(topic, [])
+                if snapshot is None or topic not in self.subscriptions:
+                    continue
+                if isinstance(snapshot, StreamError):
+                    self._error(snapshot, message_id=message_id, topic=topic)
+                    continue
+                self._queue_snapshot(topic, snapshot)
+                if held is None:
+                    self.stale.add(topic)
+                    continue
+                for upstream, message in held:
+                    self.deliver(upstream, message)
+
+    def _queue_snapshot(self, topic: str, snapshot: Snapshot) -> None:
         upstreams = self.subscriptions[topic]
-        snapshot = await database_sync_to_async(handler.snapshot)(
-            self.user, argument, list(upstreams)
-        )
         message: dict[str, Any] = {"type": "snapshot", "topic": topic}
         if snapshot.seqs is not None:
             for upstream in upstreams:
@@ -146,37 +686,10 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 upstreams[upstream] = snapshot.seq
             message["seq"] = snapshot.seq
         message["data"] = snapshot.data
-        await self.send_json(message)
+        self.stale.discard(topic)
+        self._reply(message)
 
-    # -- updates from the channel layer ---------------------------------------------
-
-    async def stream_message(self, message: dict[str, Any]) -> None:
-        upstream = message["topic"]
-        topic = self.routes.get(upstream)
-        if topic is None:
-            return
-        last = self.subscriptions[topic][upstream]
-        seq = message["seq"]
-        if seq <= last:
-            return  # already covered by the snapshot
-        if seq != last + 1:
-            logger.info(
-                "gap on %s: %s after %s; resending the snapshot", upstream, seq, last
-            )
-            await self._send_snapshot(topic)
-            return
-        self.subscriptions[topic][upstream] = seq
-        update: dict[str, Any] = {
-            "type": "update",
-            "topic": topic,
-            "seq": seq,
-            "data": message["data"],
-        }
-        if "account" in message:
-            update["account"] = message["account"]
-        await self.send_json(update)
-
-    # -- trading -----------------------------------------------------------------------
+    # -- trading -------------------------------------------------------------------------
 
     async def _place(self, content: dict[str, Any]) -> None:
         if not self.is_authenticated:
@@ -195,15 +708,13 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             order = await database_sync_to_async(run)()
         except OrderError as error:
             raise StreamError(error.code, error.message) from error
-        await self.send_json(
-            {"type": "placed", "id": content.get("id"), "order": order}
-        )
+        self._reply({"type": "placed", "id": content.get("id"), "order": order})
 
     async def _cancel(self, content: dict[str, Any]) -> None:
         if not self.is_authenticated:
             raise StreamError("unauthorized", "Sign in to trade.")
         order_id = content.get("order_id")
-        if not isinstance(order_id, int):
+        if not isinstance(order_id, int) or isinstance(order_id, bool):
             raise StreamError("bad_message", "'order_id' must be an integer.")
 
         def run() -> dict[str, Any]:
@@ -213,6 +724,6 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             order = await database_sync_to_async(run)()
         except OrderError as error:
             raise StreamError(error.code, error.message) from error
-        await self.send_json(
+        self._reply(
             {"type": "cancel_requested", "id": content.get("id"), "order": order}
         )

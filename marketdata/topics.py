@@ -4,7 +4,8 @@ A client topic is ``<kind>`` or ``<kind>.<argument>`` (``book.XSX:XS01``,
 ``orders``). Its handler says which upstream topics (channel-layer groups with their
 own gapless sequence) feed it, and reads the snapshot. Handlers run in a database
 thread; they raise :class:`StreamError` for a topic that does not exist or that the
-user may not see. New kinds register with :func:`register`.
+user may not see. New kinds register with :func:`register`; private per-account
+kinds subclass :class:`AccountTopic`.
 """
 
 from dataclasses import dataclass
@@ -120,16 +121,19 @@ class MarketTopic:
         return Snapshot(seq=data.pop("seq"), data=data)
 
 
-class PrivateTopic:
-    """``orders``, ``balances`` or ``holdings`` of every account the user can see."""
+class AccountTopic:
+    """A private topic over every account the user can see: one upstream
+    ``<kind>.acct.<account id>`` per account, so its sequences run per account and
+    the snapshot carries ``seqs`` keyed by account id. Subclasses set ``kind`` and
+    give :meth:`topic_of` and :meth:`data` (read inside the snapshot transaction)."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.topic_of = {
-            "orders": orders_topic,
-            "balances": balances_topic,
-            "holdings": holdings_topic,
-        }[kind]
+    kind: str
+
+    def topic_of(self, account_id: int) -> str:
+        return f"{self.kind}.acct.{account_id}"
+
+    def data(self, account_ids: list[int]) -> Any:
+        raise NotImplementedError
 
     def upstreams(self, user: Any, argument: str) -> list[str]:
         if argument:
@@ -138,13 +142,34 @@ class PrivateTopic:
         return [self.topic_of(account_id) for account_id in account_ids_of(user)]
 
     def snapshot(self, user: Any, argument: str, upstreams: list[str]) -> Snapshot:
-        account_ids = [int(upstream.rsplit(".", 1)[1]) for upstream in upstreams]
+        account_ids = [account_of(upstream) for upstream in upstreams]
         with snapshot_transaction():
             current = stream_current(upstreams)
-            seqs = {u.rsplit(".", 1)[1]: seq for u, seq in current.items()}
-            return Snapshot(seqs=seqs, data=self._data(account_ids))
+            seqs = {str(account_of(u)): seq for u, seq in current.items()}
+            return Snapshot(seqs=seqs, data=self.data(account_ids))
 
-    def _data(self, account_ids: list[int]) -> list[dict[str, Any]]:
+
+def account_of(upstream: str) -> int:
+    """The account id of a private upstream topic (``orders.acct.7`` -> 7)."""
+    return int(upstream.rsplit(".", 1)[1])
+
+
+class PrivateTopic(AccountTopic):
+    """``orders``, ``balances`` or ``holdings`` of every account the user can see."""
+
+    _topics = {
+        "orders": orders_topic,
+        "balances": balances_topic,
+        "holdings": holdings_topic,
+    }
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def topic_of(self, account_id: int) -> str:
+        return self._topics[self.kind](account_id)
+
+    def data(self, account_ids: list[int]) -> list[dict[str, Any]]:
         if self.kind == "orders":
             orders = (
                 Order.objects.filter(

@@ -178,3 +178,40 @@ def test_a_failed_batch_rolls_back_whole_and_the_worker_rebuilds_and_carries_on(
     assert Order.objects.get(pk=sell.json()["id"]).status == "filled"
     assert Trade.objects.count() == 1
     assert_ledger_balanced()
+
+
+def test_time_priority_is_the_order_orders_entered_the_book_and_survives_a_restart(
+    market, symbol, alice_client, alice_account
+):
+    from tests.conftest import MatcherThread
+
+    first_worker = MatcherThread("XSX").start()
+    try:
+        first = place(
+            alice_client, alice_account, side="buy", price="9.00", quantity="1"
+        )
+        wait_for(lambda: Order.objects.get(pk=first.json()["id"]).status == "working")
+        second = place(
+            alice_client, alice_account, side="buy", price="9.00", quantity="1"
+        )
+        wait_for(lambda: Order.objects.get(pk=second.json()["id"]).status == "working")
+    finally:
+        first_worker.stop()
+    second_worker = MatcherThread("XSX").start()
+    try:
+        third = place(
+            alice_client, alice_account, side="buy", price="9.00", quantity="1"
+        )
+        wait_for(lambda: Order.objects.get(pk=third.json()["id"]).status == "working")
+        book = second_worker.worker.books[symbol.pk]
+        assert [o[0] for o in book.orders()] == [
+            first.json()["id"],
+            second.json()["id"],
+            third.json()["id"],
+        ]
+    finally:
+        second_worker.stop()
+    priorities = [
+        Order.objects.get(pk=r.json()["id"]).priority for r in (first, second, third)
+    ]
+    assert priorities == sorted(priorities) and len(set(priorities)) == 3
