@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -170,13 +171,41 @@ class SymbolViewSet(viewsets.ReadOnlyModelViewSet[Symbol]):
             )
         return Response(book_snapshot(self.get_object(), int(depth_param)))
 
-    @extend_schema(responses=TradeSerializer(many=True))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", str, description="ISO time, inclusive"),
+            OpenApiParameter("to", str, description="ISO time, exclusive"),
+            OpenApiParameter("after_seq", int, description="trades after this seq"),
+            OpenApiParameter("before_seq", int, description="trades before this seq"),
+        ],
+        responses=TradeSerializer(many=True),
+    )
     @action(detail=True, methods=["get"])
     def trades(self, request: Request, pk: str) -> Response:
+        """The tape, newest first, cursor-paged; narrowed by time (``from``/``to``)
+        and by the per-symbol trade sequence (``after_seq``/``before_seq``)."""
         symbol = self.get_object()
         queryset = Trade.objects.filter(symbol=symbol).select_related(
             "symbol__market", "symbol__asset"
         )
+        params = request.query_params
+        for name, lookup in (("from", "executed_at__gte"), ("to", "executed_at__lt")):
+            if name in params:
+                moment = parse_datetime(params[name])
+                if moment is None or moment.tzinfo is None:
+                    raise ApiError(
+                        "invalid_time",
+                        f"{name} must be an ISO 8601 time with a UTC offset.",
+                        field=name,
+                    )
+                queryset = queryset.filter(**{lookup: moment})
+        for name, lookup in (("after_seq", "seq__gt"), ("before_seq", "seq__lt")):
+            if name in params:
+                if not params[name].isdigit():
+                    raise ApiError(
+                        "invalid_seq", f"{name} must be a whole number.", field=name
+                    )
+                queryset = queryset.filter(**{lookup: int(params[name])})
         paginator = CursorPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response([trade_to_wire(t) for t in page])

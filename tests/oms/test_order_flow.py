@@ -215,3 +215,32 @@ def test_time_priority_is_the_order_orders_entered_the_book_and_survives_a_resta
         Order.objects.get(pk=r.json()["id"]).priority for r in (first, second, third)
     ]
     assert priorities == sorted(priorities) and len(set(priorities)) == 3
+
+
+def test_the_trades_tape_pages_by_sequence_and_time(
+    matcher, symbol, alice_client, bob_client, alice_account, bob_account
+):
+    for count, price in enumerate(("10.00", "10.01", "10.02"), start=1):
+        place(alice_client, alice_account, side="sell", price=price, quantity="1")
+        place(bob_client, bob_account, side="buy", price=price, quantity="1")
+        wait_for(lambda count=count: Trade.objects.count() == count)
+    url = "/api/v1/symbols/XSX:XS01/trades"
+
+    def prices(query):
+        response = bob_client.get(url + query)
+        assert response.status_code == 200, response.json()
+        return [(t["seq"], t["price"]) for t in response.json()["results"]]
+
+    assert prices("") == [(3, "10.02"), (2, "10.01"), (1, "10.00")]
+    assert prices("?after_seq=1") == [(3, "10.02"), (2, "10.01")]
+    assert prices("?before_seq=3&after_seq=1") == [(2, "10.01")]
+    second = Trade.objects.get(seq=2).executed_at.isoformat().replace("+", "%2B")
+    assert prices(f"?to={second}") == [(1, "10.00")]
+    assert prices(f"?from={second}") == [(3, "10.02"), (2, "10.01")]
+    assert prices("?limit=1") == [(3, "10.02")]
+    for query, code in (
+        ("?from=noon", "invalid_time"),
+        ("?after_seq=x", "invalid_seq"),
+    ):
+        response = bob_client.get(url + query)
+        assert (response.status_code, response.json()["code"]) == (400, code)
