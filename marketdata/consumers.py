@@ -197,6 +197,11 @@ class Outbox:
         return topics
 
 
+#: Longest a group change may take before the hub gives up on it (a stuck Redis
+#: call must never hold the hub's lock, and so every subscribe, forever).
+LAYER_TIMEOUT_SECONDS = 5.0
+
+
 class Hub:
     """The process's one channel-layer channel for the stream (one per event loop).
 
@@ -213,6 +218,7 @@ class Hub:
         self.followers: dict[str, set[StreamConsumer]] = {}
         self.joined: set[str] = set()
         self.lock = asyncio.Lock()  # group changes, in order
+        self.background: set[asyncio.Task[None]] = set()
 
     async def follow(self, upstream: str, consumer: "StreamConsumer") -> None:
         """Deliver ``upstream`` to ``consumer``; returns once the group is joined."""
@@ -228,7 +234,10 @@ class Hub:
                     asyncio.create_task(self._receive(self.channel)),
                     asyncio.create_task(self._refresh()),
                 ]
-            await self.layer.group_add(group_name(upstream), self.channel)
+            await asyncio.wait_for(
+                self.layer.group_add(group_name(upstream), self.channel),
+                LAYER_TIMEOUT_SECONDS,
+            )
             self.joined.add(upstream)
 
     def forget(self, upstream: str, consumer: "StreamConsumer") -> bool:
@@ -249,9 +258,18 @@ class Hub:
                 return
             self.joined.discard(upstream)
             assert self.channel is not None
-            await self.layer.group_discard(group_name(upstream), self.channel)
+            await asyncio.wait_for(
+                self.layer.group_discard(group_name(upstream), self.channel),
+                LAYER_TIMEOUT_SECONDS,
+            )
             if not self.followers and not self.joined:
                 self._stop()
+
+    def leave_soon(self, upstream: str) -> None:
+        """:meth:`leave` in a task of its own (kept referenced until it is done)."""
+        task = asyncio.get_running_loop().create_task(self.leave_later(upstream))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def leave_later(self, upstream: str) -> None:
         """:meth:`leave`, from a task nobody awaits."""
@@ -275,6 +293,11 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    # The layer turned our cancellation into its own error (redis-py
+                    # can): honour the cancellation, never wait on a new receive.
+                    raise asyncio.CancelledError from error
                 if self.channel != channel:
                     return  # stopped (some layers raise their own error on cancel)
                 # A lost update shows as a gap, answered by a snapshot. A receive
@@ -354,9 +377,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             self._stop()
             for upstream in list(getattr(self, "routes", {})):
                 if self.hub.forget(upstream, self):
-                    asyncio.get_running_loop().create_task(
-                        self.hub.leave_later(upstream)
-                    )
+                    self.hub.leave_soon(upstream)
 
     def _stop(self) -> None:
         for task in getattr(self, "tasks", []):
@@ -372,11 +393,13 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
+        # Nothing awaited here: a disconnect may arrive while the connection's task
+        # is being cancelled, and must not wait on the hub's lock or on Redis.
         self._stop()
         for upstream in list(getattr(self, "routes", {})):
             self.routes.pop(upstream)
             if self.hub.forget(upstream, self):
-                await self.hub.leave(upstream)
+                self.hub.leave_soon(upstream)
 
     @property
     def is_authenticated(self) -> bool:
