@@ -12,7 +12,6 @@ No matcher runs: this measures the order-entry door, not matching.
 import argparse
 import http.client
 import json
-import os
 import secrets
 import statistics
 import subprocess
@@ -22,38 +21,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DB_URL = "postgres://postgres@127.0.0.1:5432/xchange_bench"
-ENV = dict(
-    os.environ,
-    DATABASE_URL=DB_URL,
-    REDIS_URL="redis://127.0.0.1:6379/14",
-    DJANGO_SETTINGS_MODULE="config.settings",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ENV, ROOT, fresh_database
 
 
 def setup() -> tuple[str, list[int]]:
-    subprocess.run(
-        ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "xchange_bench"],
-        check=True,
-    )
-    subprocess.run(
-        ["createdb", "-h", "127.0.0.1", "-U", "postgres", "xchange_bench"], check=True
-    )
-    py = sys.executable
-    subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=ENV, check=True)
-    subprocess.run(
-        [py, "manage.py", "demo_data"],
-        cwd=ROOT,
-        env=ENV,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    os.environ.update(ENV)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    fresh_database()
     from django.contrib.auth import get_user_model
     from django.utils import timezone
     from oauth2_provider.models import AccessToken, Application
