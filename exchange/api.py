@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from config.api import ApiError, CursorPagination
 from exchange.models import Holiday, Market, Symbol, Trade
-from exchange.selectors import book_snapshot
+from exchange.selectors import book_snapshot, symbol_find
 from exchange.services import market_set_state, market_to_wire
 from exchange.wire import trade_to_wire
 
@@ -124,12 +124,7 @@ class TradeSerializer(serializers.ModelSerializer[Trade]):
 
 
 def symbol_from_identifier(identifier: str) -> Symbol:
-    market_code, _, code = identifier.partition(":")
-    symbol = (
-        Symbol.objects.select_related("market", "asset", "currency")
-        .filter(market__code=market_code, code=code)
-        .first()
-    )
+    symbol = symbol_find(identifier)
     if symbol is None:
         raise ApiError(
             "not_found", f"There is no symbol {identifier!r}.", status_code=404

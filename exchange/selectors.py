@@ -13,6 +13,19 @@ from exchange.wire import trade_to_wire
 from oms.models import RESTING_STATUSES, Order
 
 
+def symbol_find(identifier: str) -> Symbol | None:
+    """The symbol addressed as ``MARKET:CODE`` (market, asset and currency loaded),
+    or None; callers raise the error that fits their door."""
+    market_code, _, code = identifier.partition(":")
+    if not market_code or not code:
+        return None
+    return (
+        Symbol.objects.select_related("market", "asset", "currency")
+        .filter(market__code=market_code, code=code)
+        .first()
+    )
+
+
 @contextmanager
 def snapshot_transaction() -> Iterator[None]:
     """A read transaction seeing one committed state (REPEATABLE READ on

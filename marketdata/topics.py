@@ -16,6 +16,7 @@ from exchange.selectors import (
     book_snapshot,
     market_snapshot,
     snapshot_transaction,
+    symbol_find,
     trades_snapshot,
 )
 from exchange.streams import stream_current
@@ -60,14 +61,7 @@ def unknown(topic: str) -> StreamError:
 
 
 def symbol_or_error(kind: str, identifier: str) -> Symbol:
-    market_code, _, code = identifier.partition(":")
-    symbol = (
-        Symbol.objects.select_related("market", "asset", "currency")
-        .filter(market__code=market_code, code=code)
-        .first()
-        if market_code and code
-        else None
-    )
+    symbol = symbol_find(identifier)
     if symbol is None:
         raise unknown(f"{kind}.{identifier}")
     return symbol

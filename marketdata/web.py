@@ -21,7 +21,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from exchange.models import Market, Symbol, Trade
-from exchange.selectors import book_snapshot, trades_snapshot
+from exchange.selectors import book_snapshot, symbol_find, trades_snapshot
 from oms.models import OPEN_STATUSES, Order
 from oms.services import OrderError, OrderSpec, order_cancel, order_place
 from oms.wire import order_to_wire
@@ -168,12 +168,7 @@ def _safe_next(request: HttpRequest, default: str) -> str:
 
 
 def _symbol_or_404(identifier: str) -> Symbol:
-    market_code, _, code = identifier.partition(":")
-    symbol = (
-        Symbol.objects.select_related("market", "asset", "currency")
-        .filter(market__code=market_code, code=code)
-        .first()
-    )
+    symbol = symbol_find(identifier)
     if symbol is None:
         raise Http404(f"There is no symbol {identifier}.")
     return symbol

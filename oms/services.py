@@ -15,6 +15,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from exchange.models import Holiday, Market, Symbol, Trade
+from exchange.selectors import symbol_find
 from exchange.streams import publish_on_commit
 from exchange.wakeup import market_notify
 from oms.models import (
@@ -112,14 +113,7 @@ def account_for_trading(*, user: User, account_id: int) -> Account:
 
 def symbol_resolve(identifier: str) -> Symbol:
     """Look up ``MARKET:CODE``; raises ``OrderError`` (unknown_symbol)."""
-    market_code, _, code = identifier.partition(":")
-    symbol = (
-        Symbol.objects.select_related("market", "asset", "currency")
-        .filter(market__code=market_code, code=code)
-        .first()
-        if market_code and code
-        else None
-    )
+    symbol = symbol_find(identifier)
     if symbol is None:
         raise OrderError(
             "unknown_symbol", f"There is no symbol {identifier!r}.", field="symbol"
