@@ -160,7 +160,3 @@ def publish_on_commit(messages: list[Message]) -> None:
     """Publish ``messages`` in order once the current transaction commits."""
     if messages:
         transaction.on_commit(lambda: _sender.submit(messages))
-
-
-def publish_now(messages: list[Message]) -> None:
-    _sender.submit(messages)
