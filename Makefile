@@ -37,3 +37,8 @@ test: install services
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Engine throughput next to pure-Python order books from PyPI (docs/performance.md).
+bench-engine: install
+	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+	$(PY) bench/engine.py
