@@ -217,6 +217,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "registry.tasks.ledger_reconcile_task",
         "schedule": 3600.0,
     },
+    # Matching workers also queue their market's expiries when idle; this covers
+    # markets whose worker is down.
+    "orders-expire": {"task": "oms.tasks.orders_expire_task", "schedule": 15.0},
 }
 
 #: Run one matching thread per market inside the web process (embedded profile).

@@ -16,6 +16,7 @@ into orders, trades and ledger postings.
 import hashlib
 import logging
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,9 +39,16 @@ from exchange.models import Market, Symbol, Trade
 from exchange.streams import Message, publish_on_commit, stream_advance, stream_message
 from exchange.wakeup import MarketWaiter
 from exchange.wire import trade_to_wire
-from oms.models import RESTING_STATUSES, Order, OrderEvent, OrderRequest, OrderStatus
+from oms.models import (
+    LIVE_STATUSES,
+    RESTING_STATUSES,
+    Order,
+    OrderEvent,
+    OrderRequest,
+    OrderStatus,
+)
 from oms.publish import private_messages
-from oms.services import buy_reservation
+from oms.services import buy_reservation, orders_expire_due
 from registry.ledger import LedgerBatch, Line
 from registry.models import Account, Bucket, JournalEntry
 from registry.services import system_account
@@ -48,15 +56,13 @@ from registry.services import system_account
 logger = logging.getLogger(__name__)
 
 _SIDE = {Order.Side.BUY: engine.Side.BUY, Order.Side.SELL: engine.Side.SELL}
-_TYPE = {
-    Order.Type.LIMIT: engine.OrderType.LIMIT,
-    Order.Type.MARKET: engine.OrderType.MARKET,
-}
-_TIF = {
-    Order.TimeInForce.GTC: engine.TimeInForce.GTC,
-    Order.TimeInForce.IOC: engine.TimeInForce.IOC,
-    Order.TimeInForce.FOK: engine.TimeInForce.FOK,
-}
+_TYPE = {value: engine.OrderType(value) for value in Order.Type.values}
+_TIF = {value: engine.TimeInForce(value) for value in Order.TimeInForce.values}
+_TRIGGER = {value: engine.TriggerRef(value) for value in Order.Trigger.values}
+_POST_ONLY = {value: engine.PostOnly(value) for value in Order.PostOnly.values}
+_STP = {value: engine.SelfTrade(value) for value in Order.SelfTrade.values}
+#: Engine cancel reasons that end an order as expired rather than cancelled.
+_EXPIRED_REASONS = frozenset({engine.CancelReason.EXPIRED})
 _local_owners: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
@@ -132,6 +138,16 @@ class _OrderState:
     events: list[OrderEvent] = field(default_factory=list)
     changed: bool = False
     entered_book: bool = False
+    #: The order rests on the book (set from the stored status when loaded).
+    on_book: bool = False
+    #: It rested on the book before this batch.
+    was_on_book: bool = False
+    #: Amends of this order not yet applied (this batch's and later ones): while
+    #: any is waiting, fills free no cash (the amend may need it).
+    amends_waiting: int = 0
+    #: Re-check the reservation against the order's needs at the end of the batch
+    #: (its price or quantity changed).
+    recheck_hold: bool = False
 
     def move(
         self,
@@ -139,9 +155,10 @@ class _OrderState:
         *,
         reason: str = "",
         acting_user_id: int | None = None,
+        record: bool = False,
         **fill: object,
     ) -> None:
-        if self.order.status != to_status or fill:
+        if self.order.status != to_status or fill or record:
             self.events.append(
                 OrderEvent(
                     order=self.order,
@@ -188,6 +205,8 @@ class BatchOutcome:
     #: Ids of the orders that entered the book in this batch (some may have left it
     #: again within the batch).
     entered_book: frozenset[int]
+    #: Ids of the orders that were on the book before this batch and are not now.
+    left_book: frozenset[int] = frozenset()
     #: Work for after the commit, run once the batch's messages are handed over
     #: (e.g. scheduling Celery tasks); a failure there is logged, not raised.
     after_commit: list[Callable[[], object]] = field(default_factory=list)
@@ -205,6 +224,87 @@ def batch_hook_register(hook: BatchHook) -> None:
     (``AppConfig.ready``)."""
     if hook not in _batch_hooks:
         _batch_hooks.append(hook)
+
+
+def _last_prices(symbols: object) -> dict[int, Decimal]:
+    """The last trade price of each symbol (by id)."""
+    ids = [symbol.pk for symbol in symbols]  # type: ignore[attr-defined]
+    last = (
+        Trade.objects.filter(symbol_id__in=ids)
+        .order_by("symbol_id", "-seq")
+        .distinct("symbol_id")
+        .values_list("symbol_id", "price")
+        if connection.vendor == "postgresql"
+        else [
+            (
+                symbol_id,
+                Trade.objects.filter(symbol_id=symbol_id)
+                .order_by("-seq")
+                .values_list("price", flat=True)
+                .first(),
+            )
+            for symbol_id in ids
+        ]
+    )
+    return {symbol_id: price for symbol_id, price in last if price is not None}
+
+
+def _ticks(symbol: Symbol, price: Decimal | None) -> int | None:
+    return None if price is None else symbol.to_ticks(price)
+
+
+def _lots(symbol: Symbol, quantity: Decimal | None) -> int | None:
+    return None if quantity is None else symbol.to_lots(quantity)
+
+
+def new_order_command(order: Order, symbol: Symbol) -> engine.NewOrder:
+    """The engine command that enters a stored order."""
+    return engine.NewOrder(
+        order_id=order.pk,
+        side=_SIDE[order.side],
+        order_type=_TYPE[order.type],
+        time_in_force=_TIF[order.time_in_force],
+        quantity=symbol.to_lots(order.quantity),
+        price=_ticks(symbol, order.price),
+        owner=order.account_id,
+        stop_price=_ticks(symbol, order.stop_price),
+        trigger=_TRIGGER[order.trigger],
+        trail_amount=_ticks(symbol, order.trail_amount),
+        trail_bps=order.trail_bps,
+        display_quantity=_lots(symbol, order.display_quantity),
+        post_only=_POST_ONLY[order.post_only],
+        min_quantity=symbol.to_lots(order.min_quantity),
+        stp=_STP[order.self_trade_prevention],
+        oco_with=order.oco_with_id,
+    )
+
+
+def restore_command(
+    order: Order, symbol: Symbol, restored: set[int]
+) -> engine.RestoreOrder:
+    """The engine command that puts a stored live order back (``restored``: the
+    ids already back, so an OCO link is made by the second order of a pair)."""
+    waiting = order.status == OrderStatus.WAITING
+    return engine.RestoreOrder(
+        order_id=order.pk,
+        side=_SIDE[order.side],
+        price=_ticks(symbol, order.price),
+        quantity=symbol.to_lots(order.remaining_quantity),
+        owner=order.account_id,
+        # On the book every order is a limit (a market-to-limit rest, a fired stop).
+        order_type=_TYPE[order.type] if waiting else engine.OrderType.LIMIT,
+        time_in_force=_TIF[order.time_in_force],
+        stop_price=_ticks(symbol, order.stop_price) if waiting else None,
+        trigger=_TRIGGER[order.trigger],
+        trail_amount=_ticks(symbol, order.trail_amount) if waiting else None,
+        trail_bps=order.trail_bps if waiting else None,
+        display_quantity=_lots(symbol, order.display_quantity),
+        visible=_lots(symbol, order.visible_quantity),
+        post_only=_POST_ONLY[order.post_only],
+        min_quantity=symbol.to_lots(order.min_quantity),
+        stp=_STP[order.self_trade_prevention],
+        oco_with=order.oco_with_id if order.oco_with_id in restored else None,
+    )
 
 
 class MatchingWorker:
@@ -229,6 +329,7 @@ class MatchingWorker:
         #: The books reflect the database (False until rebuilt, and after a failure).
         self.is_ready = False
         self._last_priority = 0
+        self._last_expiry_scan = 0.0
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -255,7 +356,8 @@ class MatchingWorker:
                     if waiter is None:
                         waiter = MarketWaiter(self.market_code)
                     if self.process_batch() == 0:
-                        waiter.wait(self.poll_seconds)
+                        if self.expire_due() == 0:
+                            waiter.wait(self.poll_seconds)
                 except (OperationalError, InterfaceError):
                     logger.exception("database connection lost; re-acquiring market")
                     self.is_ready = False
@@ -287,26 +389,44 @@ class MatchingWorker:
             )
         }
         self.books = {symbol_id: engine.OrderBook() for symbol_id in self.symbols}
-        resting = Order.objects.filter(
-            market=self.market, status__in=RESTING_STATUSES
-        ).order_by("priority", "id")
-        for order in resting.iterator(chunk_size=2000):
-            symbol = self.symbols[order.symbol_id]
-            assert order.price is not None
-            self.books[order.symbol_id].apply(
-                engine.RestoreOrder(
-                    order_id=order.pk,
-                    side=_SIDE[order.side],
-                    price=symbol.to_ticks(order.price),
-                    quantity=symbol.to_lots(order.remaining_quantity),
-                    owner=order.account_id,
-                )
+        last_prices = _last_prices(self.symbols.values())
+        for symbol_id, book in self.books.items():
+            last = last_prices.get(symbol_id)
+            if last is not None:
+                book.apply(engine.SetLastPrice(self.symbols[symbol_id].to_ticks(last)))
+        live = Order.objects.filter(market=self.market, status__in=LIVE_STATUSES)
+        # Resting orders in priority order, then parked stops in acceptance order:
+        # the order the engine lists them in its snapshot.
+        restored: set[int] = set()
+        for waiting in (False, True):
+            orders = (
+                live.filter(status=OrderStatus.WAITING)
+                if waiting
+                else live.exclude(status=OrderStatus.WAITING)
             )
+            for order in orders.order_by("priority", "id").iterator(chunk_size=2000):
+                symbol = self.symbols[order.symbol_id]
+                events = self.books[order.symbol_id].apply(
+                    restore_command(order, symbol, restored)
+                )
+                if isinstance(events[0], engine.Rejected):
+                    logger.error("cannot restore order %s: %s", order.pk, events[0])
+                restored.add(order.pk)
         self._last_priority = (
             Order.objects.filter(market=self.market).aggregate(p=Max("priority"))["p"]
             or 0
         )
         self.is_ready = True
+
+    def expire_due(self) -> int:
+        """Queue the expiry of this market's due DAY/GTD orders (at most once a
+        poll interval); returns how many were queued."""
+        now = time.monotonic()
+        if now - self._last_expiry_scan < self.poll_seconds:
+            return 0
+        self._last_expiry_scan = now
+        assert self.market is not None
+        return orders_expire_due(market=self.market)
 
     def next_priority(self) -> int:
         """Time priority for an order entering the book now: the order in which this
@@ -328,7 +448,9 @@ class MatchingWorker:
                 market=market, processed_at__isnull=True
             )
             if market.state != Market.State.OPEN:
-                inbox = inbox.filter(kind=OrderRequest.Kind.CANCEL)
+                inbox = inbox.filter(
+                    kind__in=(OrderRequest.Kind.CANCEL, OrderRequest.Kind.EXPIRE)
+                )
             requests = list(inbox.order_by("id")[: self.batch_size])
             if not requests:
                 return 0
@@ -365,6 +487,10 @@ class _Batch:
         self.touched_levels: defaultdict[int, set[tuple[engine.Side, int]]] = (
             defaultdict(set)
         )
+        #: Symbols whose dynamic price band stopped a trade: the price it would have
+        #: traded at.
+        self.band_breaches: dict[int, int] = {}
+        self.orders_with_later_amends: set[int] = set()
 
     def _load_orders(self, order_ids: set[int]) -> None:
         missing = order_ids - self.states.keys()
@@ -379,17 +505,39 @@ class _Batch:
             .order_by("pk")
         )
         for order in orders:
-            self.states[order.pk] = _OrderState(order)
+            resting = order.status in RESTING_STATUSES
+            self.states[order.pk] = _OrderState(
+                order, on_book=resting, was_on_book=resting
+            )
 
     def persist(self) -> None:
         self._load_orders({request.order_id for request in self.requests})
+        self._count_waiting_amends()
         for request in self.requests:
             state = self.states[request.order_id]
             if request.kind == OrderRequest.Kind.PLACE:
                 self._place(request, state)
+            elif request.kind == OrderRequest.Kind.AMEND:
+                self._amend(request, state)
             else:
                 self._cancel(request, state)
         self._write()
+
+    def _count_waiting_amends(self) -> None:
+        for request in self.requests:
+            if request.kind == OrderRequest.Kind.AMEND:
+                self.states[request.order_id].amends_waiting += 1
+        later = (
+            OrderRequest.objects.filter(
+                market=self.market,
+                kind=OrderRequest.Kind.AMEND,
+                processed_at__isnull=True,
+                pk__gt=self.requests[-1].pk,
+            )
+            .values_list("order_id", flat=True)
+            .distinct()
+        )
+        self.orders_with_later_amends = set(later)
 
     # -- applying requests to the books -------------------------------------------
 
@@ -402,85 +550,203 @@ class _Batch:
             state.move(OrderStatus.REJECTED, reason="symbol_not_active")
             return
         book = self.worker.book_for(order.symbol_id)
-        assert order.price is not None
-        events = book.apply(
-            engine.NewOrder(
-                order_id=order.pk,
-                side=_SIDE[order.side],
-                order_type=_TYPE[order.type],
-                time_in_force=_TIF[order.time_in_force],
-                quantity=symbol.to_lots(order.quantity),
-                price=symbol.to_ticks(order.price),
-                owner=order.account_id,
-            )
-        )
-        self._apply_events(symbol, events, priority=self.worker.next_priority())
+        events = book.apply(new_order_command(order, symbol))
+        self._apply_events(symbol, events)
 
     def _cancel(self, request: OrderRequest, state: _OrderState) -> None:
         order = state.order
+        expire = request.kind == OrderRequest.Kind.EXPIRE
         if order.status == OrderStatus.PENDING:
             # Its place request has not been matched (the market is not open).
             state.move(
-                OrderStatus.CANCELLED,
-                reason="requested",
+                OrderStatus.EXPIRED if expire else OrderStatus.CANCELLED,
+                reason="expired" if expire else "requested",
                 acting_user_id=request.requested_by_id,
             )
-        elif order.status in RESTING_STATUSES:
+        elif order.status in LIVE_STATUSES:
             symbol = self.worker.symbols[order.symbol_id]
-            events = self.worker.book_for(order.symbol_id).apply(
-                engine.CancelOrder(order.pk)
+            command = (
+                engine.ExpireOrder(order.pk) if expire else engine.CancelOrder(order.pk)
             )
-            self._apply_events(
-                symbol, events, priority=None, acting_user_id=request.requested_by_id
+            events = self.worker.book_for(order.symbol_id).apply(command)
+            self._apply_events(symbol, events, acting_user_id=request.requested_by_id)
+
+    def _amend(self, request: OrderRequest, state: _OrderState) -> None:
+        order = state.order
+        state.amends_waiting -= 1
+        if order.status not in LIVE_STATUSES:
+            # Filled, cancelled or not yet on the book when the market was closed
+            # (a pending order's amend waits in the inbox only while it does).
+            state.move(
+                order.status, reason="amend_rejected:order_not_live", record=True
             )
+            state.recheck_hold = True
+            return
+        symbol = self.worker.symbols[order.symbol_id]
+        remaining = (
+            None
+            if request.quantity is None
+            else symbol.to_lots(request.quantity - order.filled_quantity)
+        )
+        events = self.worker.book_for(order.symbol_id).apply(
+            engine.AmendOrder(
+                order.pk,
+                quantity=remaining,
+                price=_ticks(symbol, request.price),
+                stop_price=_ticks(symbol, request.stop_price),
+            )
+        )
+        if isinstance(events[0], engine.Rejected):
+            state.move(
+                order.status,
+                reason=f"amend_rejected:{events[0].reason.value}",
+                acting_user_id=request.requested_by_id,
+                record=True,
+            )
+            state.recheck_hold = True
+            return
+        self._apply_events(symbol, events, acting_user_id=request.requested_by_id)
 
     def _apply_events(
         self,
         symbol: Symbol,
         events: list[engine.Event],
-        priority: int | None,
         acting_user_id: int | None = None,
     ) -> None:
         """Turn one command's engine events into order state changes and fills.
 
-        ``acting_user_id`` (who asked for a cancel) is recorded on the event."""
-        maker_ids = {e.maker_order_id for e in events if isinstance(e, engine.Fill)}
-        self._load_orders(maker_ids)
+        ``acting_user_id`` (who asked for a cancel or amend) is recorded on the
+        event. Every order that goes on the book (rests, refreshes an iceberg,
+        parks as a stop) takes the next time priority."""
+        ids: set[int] = set()
+        for event in events:
+            if isinstance(event, engine.Fill):
+                ids.update((event.maker_order_id, event.taker_order_id))
+            else:
+                ids.add(event.order_id)  # type: ignore[union-attr]
+        self._load_orders(ids)
         touched = self.touched_levels[symbol.pk]
         for event in events:
-            if isinstance(event, engine.Accepted):
-                self.states[event.order_id].move(OrderStatus.ACCEPTED)
-            elif isinstance(event, engine.Fill):
-                self._fill(symbol, event)
-                maker = self.states[event.maker_order_id].order
-                touched.add((_SIDE[maker.side], event.price))
-            elif isinstance(event, engine.Rested):
-                state = self.states[event.order_id]
-                state.order.priority = priority
-                state.entered_book = True
-                if state.order.status == OrderStatus.ACCEPTED:
-                    state.move(OrderStatus.WORKING)
-                touched.add((event.side, event.price))
-            elif isinstance(event, engine.Cancelled):
-                state = self.states[event.order_id]
-                if event.reason == engine.CancelReason.REQUESTED:
-                    assert state.order.price is not None
-                    touched.add(
-                        (_SIDE[state.order.side], symbol.to_ticks(state.order.price))
-                    )
-                state.move(
-                    OrderStatus.CANCELLED,
-                    reason=event.reason.value,
-                    acting_user_id=acting_user_id,
-                )
-            elif isinstance(event, engine.Rejected):
-                state = self.states[event.order_id]
-                if state.order.status == OrderStatus.PENDING:
-                    state.move(OrderStatus.REJECTED, reason=event.reason.value)
-                else:
-                    logger.warning(
-                        "engine rejected %s: %s", event.order_id, event.reason
-                    )
+            handler = self._handlers.get(type(event))
+            if handler is not None:
+                handler(self, symbol, event, touched, acting_user_id)
+
+    def _on_accepted(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        self.states[event.order_id].move(OrderStatus.ACCEPTED)
+
+    def _on_waiting(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        state = self.states[event.order_id]
+        state.order.stop_price = symbol.from_ticks(event.stop_price)
+        state.order.priority = self.worker.next_priority()
+        state.move(OrderStatus.WAITING)
+
+    def _on_stop_moved(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        state = self.states[event.order_id]
+        state.order.stop_price = symbol.from_ticks(event.stop_price)
+        state.changed = True
+
+    def _on_triggered(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        state = self.states[event.order_id]
+        state.move(
+            OrderStatus.ACCEPTED,
+            reason=f"triggered at {symbol.from_ticks(event.reference_price)}",
+        )
+
+    def _on_fill(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        self._fill(symbol, event)
+        maker = self.states[event.maker_order_id]
+        touched.add((_SIDE[maker.order.side], event.price))
+        if maker.order.display_quantity is not None and maker.order.visible_quantity:
+            maker.order.visible_quantity -= symbol.from_lots(event.quantity)
+        if not event.maker_remaining:
+            maker.on_book = False
+
+    def _on_rested(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        state = self.states[event.order_id]
+        order = state.order
+        order.priority = self.worker.next_priority()
+        price = symbol.from_ticks(event.price)
+        if order.price != price:
+            # A market-to-limit rest, a repriced post-only order.
+            order.price = price
+            state.recheck_hold = True
+        if order.display_quantity is not None:
+            order.visible_quantity = symbol.from_lots(event.visible)
+        state.entered_book = True
+        state.on_book = True
+        if order.status == OrderStatus.ACCEPTED:
+            state.move(OrderStatus.WORKING)
+        state.changed = True
+        touched.add((event.side, event.price))
+
+    def _on_replenished(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        state = self.states[event.order_id]
+        state.order.priority = self.worker.next_priority()
+        state.order.visible_quantity = symbol.from_lots(event.visible)
+        state.changed = True
+        touched.add((event.side, event.price))
+
+    def _on_amended(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        state = self.states[event.order_id]
+        order = state.order
+        if state.on_book and order.price is not None:
+            touched.add((_SIDE[order.side], symbol.to_ticks(order.price)))
+        order.quantity = order.filled_quantity + symbol.from_lots(event.remaining)
+        if event.price is not None:
+            order.price = symbol.from_ticks(event.price)
+        if event.stop_price is not None:
+            order.stop_price = symbol.from_ticks(event.stop_price)
+        if order.display_quantity is not None:
+            order.visible_quantity = symbol.from_lots(event.visible)
+        if state.on_book and order.price is not None:
+            touched.add((_SIDE[order.side], symbol.to_ticks(order.price)))
+        if not event.priority_kept:
+            # Re-entered: it is off the book until it rests again.
+            state.on_book = False
+        state.recheck_hold = True
+        state.move(
+            order.status,
+            reason="amended" if event.priority_kept else "amended:priority_lost",
+            acting_user_id=acting_user_id,
+            record=True,
+        )
+
+    def _on_cancelled(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        state = self.states[event.order_id]
+        order = state.order
+        if state.on_book and order.price is not None:
+            touched.add((_SIDE[order.side], symbol.to_ticks(order.price)))
+        state.on_book = False
+        expired = event.reason in _EXPIRED_REASONS
+        state.move(
+            OrderStatus.EXPIRED if expired else OrderStatus.CANCELLED,
+            reason=event.reason.value,
+            acting_user_id=acting_user_id,
+        )
+
+    def _on_rejected(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        state = self.states[event.order_id]
+        if state.order.status == OrderStatus.PENDING:
+            state.move(OrderStatus.REJECTED, reason=event.reason.value)
+        else:
+            logger.warning("engine rejected %s: %s", event.order_id, event.reason)
+
+    def _on_band_breached(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+        self.band_breaches[symbol.pk] = event.price
+
+    _handlers = {
+        engine.Accepted: _on_accepted,
+        engine.Waiting: _on_waiting,
+        engine.StopMoved: _on_stop_moved,
+        engine.Triggered: _on_triggered,
+        engine.Fill: _on_fill,
+        engine.Rested: _on_rested,
+        engine.Replenished: _on_replenished,
+        engine.Amended: _on_amended,
+        engine.Cancelled: _on_cancelled,
+        engine.Rejected: _on_rejected,
+        engine.BandBreached: _on_band_breached,
+    }
 
     def _fill(self, symbol: Symbol, event: engine.Fill) -> None:
         taker = self.states[event.taker_order_id]
@@ -500,10 +766,9 @@ class _Batch:
                 fill_quantity=quantity,
                 fill_price=price,
             )
+        aggressor = "" if event.aggressor is None else taker.order.side
         self.fills.append(
-            _Fill(
-                symbol, event, buy, sell, taker.order.side, buy.order.remaining_quantity
-            )
+            _Fill(symbol, event, buy, sell, aggressor, buy.order.remaining_quantity)
         )
 
     # -- persistence -----------------------------------------------------------------
@@ -517,7 +782,7 @@ class _Batch:
                 keys.add((state.order.account_id, fill.symbol.asset_id))
             keys.add((fee_account.pk, fill.symbol.currency_id))
         for state in self.states.values():
-            if state.order.is_terminal:
+            if state.order.is_terminal or state.recheck_hold:
                 keys.add((state.order.account_id, state.order.held_asset_id))
         ledger = LedgerBatch(keys)
         trades = self._create_trades()
@@ -526,6 +791,8 @@ class _Batch:
         for state in self.states.values():
             if state.order.is_terminal and state.order.held_amount:
                 self._release(ledger, state, state.order.held_amount)
+            elif state.recheck_hold:
+                self._recheck_hold(ledger, state)
         ledger.flush()
         changed = [s for s in self.states.values() if s.changed]
         for state in changed:
@@ -536,6 +803,10 @@ class _Batch:
             [
                 "status",
                 "status_reason",
+                "quantity",
+                "price",
+                "stop_price",
+                "visible_quantity",
                 "filled_quantity",
                 "filled_value",
                 "fees",
@@ -565,6 +836,11 @@ class _Batch:
             orders=[state.order for state in changed],
             entered_book=frozenset(
                 state.order.pk for state in changed if state.entered_book
+            ),
+            left_book=frozenset(
+                state.order.pk
+                for state in changed
+                if state.was_on_book and not state.on_book
             ),
         )
         for hook in _batch_hooks:
@@ -612,9 +888,13 @@ class _Batch:
     def _fees(self, fill: _Fill, value: Decimal) -> tuple[Decimal, Decimal]:
         """(buyer fee, seller fee): maker/taker rates, rounded down to the currency."""
         maker, taker = self.market.maker_fee_bps, self.market.taker_fee_bps
-        buyer_rate, seller_rate = (
-            (taker, maker) if fill.aggressor == Order.Side.BUY else (maker, taker)
-        )
+        if not fill.aggressor:
+            # An auction trade: nobody took liquidity; both pay the maker rate.
+            buyer_rate = seller_rate = maker
+        elif fill.aggressor == Order.Side.BUY:
+            buyer_rate, seller_rate = taker, maker
+        else:
+            buyer_rate, seller_rate = maker, taker
         currency = fill.symbol.currency
         return (
             currency.quantize(value * buyer_rate / Decimal(10000)),
@@ -659,7 +939,7 @@ class _Batch:
         buy.fees += buyer_fee
         sell.held_amount -= trade.quantity
         sell.fees += seller_fee
-        if fill.buy_remaining:
+        if fill.buy_remaining and self._frees_per_fill(fill.buy):
             # Keep exactly what the unfilled rest needs; free the price improvement.
             # (Whatever a terminal order still holds is released after all fills.)
             assert buy.price is not None
@@ -671,6 +951,36 @@ class _Batch:
             )
             if buy.held_amount > needed:
                 self._release(ledger, fill.buy, buy.held_amount - needed)
+
+    def _frees_per_fill(self, state: _OrderState) -> bool:
+        """Whether fills may free a buy's price improvement as they happen: not
+        while an amend of the order waits (it may need the cash held for it), nor
+        when its price or quantity changed in the batch (re-checked at the end)."""
+        return not (
+            state.recheck_hold or state.order.pk in self.orders_with_later_amends
+        )
+
+    def _recheck_hold(self, ledger: LedgerBatch, state: _OrderState) -> None:
+        """Release what a live order holds beyond what its rest can still need."""
+        order = state.order
+        if order.is_terminal or order.pk in self.orders_with_later_amends:
+            return
+        if order.side == Order.Side.BUY:
+            assert order.price is not None
+            needed = buy_reservation(
+                price=order.price,
+                quantity=order.remaining_quantity,
+                market=self.market,
+                currency=order.symbol.currency,
+            )
+        else:
+            needed = order.remaining_quantity
+        if order.held_amount > needed:
+            self._release(ledger, state, order.held_amount - needed)
+        elif order.held_amount < needed:
+            logger.error(
+                "order %s holds %s, needs %s", order.pk, order.held_amount, needed
+            )
 
     def _release(
         self, ledger: LedgerBatch, state: _OrderState, amount: Decimal

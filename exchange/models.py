@@ -59,6 +59,18 @@ class Market(models.Model):
     fee_account = models.ForeignKey(
         Account, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    #: Self-trade prevention for orders that do not choose their own (the values
+    #: of ``oms.models.Order.SelfTrade``).
+    self_trade_prevention = models.CharField(
+        max_length=16,
+        default="cancel_newest",
+        choices=[
+            ("none", "Allow self-trades"),
+            ("cancel_newest", "Cancel newest"),
+            ("cancel_oldest", "Cancel oldest"),
+            ("cancel_both", "Cancel both"),
+        ],
+    )
 
     class Meta:
         ordering = ["code"]
@@ -217,7 +229,8 @@ class Trade(models.Model):
     price = models.DecimalField(**PRICE)
     quantity = models.DecimalField(**AMOUNT)
     value = models.DecimalField(**AMOUNT)
-    aggressor_side = models.CharField(max_length=4, choices=Side.choices)
+    #: The side that took liquidity; blank for a trade of an auction uncross.
+    aggressor_side = models.CharField(max_length=4, choices=Side.choices, blank=True)
     buy_order_id = models.BigIntegerField(db_index=True)
     sell_order_id = models.BigIntegerField(db_index=True)
     buyer = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")

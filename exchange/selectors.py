@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Sum
+from django.db.models.functions import Coalesce
 
 from exchange.models import Market, Symbol, Trade
 from exchange.streams import stream_current
@@ -50,7 +51,11 @@ def book_snapshot(symbol: Symbol, depth: int | None = None) -> dict[str, Any]:
             Order.objects.filter(symbol=symbol, status__in=RESTING_STATUSES)
             .values("side", "price")
             .annotate(
-                quantity=Sum(F("quantity") - F("filled_quantity")), orders=Count("id")
+                # An iceberg shows only its visible part.
+                quantity=Sum(
+                    Coalesce("visible_quantity", F("quantity") - F("filled_quantity"))
+                ),
+                orders=Count("id"),
             )
         )
         bids = sorted(

@@ -53,8 +53,18 @@ from rest_framework.exceptions import ValidationError
 from config.api import validation_error_body
 from exchange.streams import attach_event_loop, group_name
 from marketdata.topics import TOPICS, Snapshot, StreamError, TopicHandler, unknown
-from oms.api import OrderRequestSerializer
-from oms.services import OrderError, order_cancel, order_place
+from oms.api import (
+    AmendRequestSerializer,
+    CancelAllRequestSerializer,
+    OrderRequestSerializer,
+)
+from oms.services import (
+    OrderError,
+    order_amend,
+    order_cancel,
+    order_cancel_all,
+    order_place,
+)
 from oms.wire import order_to_wire
 
 logger = logging.getLogger(__name__)
@@ -560,6 +570,10 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 await self._place(content)
             elif op == "cancel":
                 await self._cancel(content)
+            elif op == "amend":
+                await self._amend(content)
+            elif op == "cancel_all":
+                await self._cancel_all(content)
             else:
                 raise StreamError("unknown_op", f"Unknown op {op!r}.")
         except StreamError as error:
@@ -718,11 +732,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         if not self.is_authenticated:
             raise StreamError("unauthorized", "Sign in to trade.")
         body = OrderRequestSerializer(data=content.get("order"))
-        try:
-            body.is_valid(raise_exception=True)
-        except ValidationError as error:
-            detail = validation_error_body(error.detail)
-            raise StreamError(detail["code"], detail["message"]) from error
+        self._validate(body)
 
         def run() -> dict[str, Any]:
             return order_to_wire(order_place(user=self.user, spec=body.to_spec()).order)
@@ -733,12 +743,66 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             raise StreamError(error.code, error.message) from error
         self._reply({"type": "placed", "id": content.get("id"), "order": order})
 
-    async def _cancel(self, content: dict[str, Any]) -> None:
+    async def _amend(self, content: dict[str, Any]) -> None:
+        order_id = self._order_id(content)
+        body = AmendRequestSerializer(data=content.get("amend"))
+        self._validate(body)
+
+        def run() -> dict[str, Any]:
+            return order_to_wire(
+                order_amend(user=self.user, order_id=order_id, amend=body.to_spec())
+            )
+
+        try:
+            order = await database_sync_to_async(run)()
+        except OrderError as error:
+            raise StreamError(error.code, error.message) from error
+        self._reply(
+            {"type": "amend_requested", "id": content.get("id"), "order": order}
+        )
+
+    async def _cancel_all(self, content: dict[str, Any]) -> None:
+        if not self.is_authenticated:
+            raise StreamError("unauthorized", "Sign in to trade.")
+        body = CancelAllRequestSerializer(data=content.get("filter"))
+        self._validate(body)
+        data = body.validated_data
+
+        def run() -> list[int]:
+            orders = order_cancel_all(
+                user=self.user,
+                account_id=data["account"],
+                symbol=data.get("symbol"),
+                side=data.get("side"),
+            )
+            return [order.pk for order in orders]
+
+        try:
+            orders = await database_sync_to_async(run)()
+        except OrderError as error:
+            raise StreamError(error.code, error.message) from error
+        self._reply(
+            {"type": "cancel_all_requested", "id": content.get("id"), "orders": orders}
+        )
+
+    @staticmethod
+    def _validate(body: Any) -> None:
+        try:
+            body.is_valid(raise_exception=True)
+        except ValidationError as error:
+            detail = validation_error_body(error.detail)
+            raise StreamError(detail["code"], detail["message"]) from error
+
+    def _order_id(self, content: dict[str, Any]) -> int:
         if not self.is_authenticated:
             raise StreamError("unauthorized", "Sign in to trade.")
         order_id = content.get("order_id")
         if not isinstance(order_id, int) or isinstance(order_id, bool):
             raise StreamError("bad_message", "'order_id' must be an integer.")
+        return order_id
+
+    async def _cancel(self, content: dict[str, Any]) -> None:
+        order_id = self._order_id(content)
 
         def run() -> dict[str, Any]:
             return order_to_wire(order_cancel(user=self.user, order_id=order_id))

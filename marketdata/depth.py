@@ -112,11 +112,7 @@ def _orders_book_messages(outcome: BatchOutcome) -> list[Message]:
     # visible to anyone: leave it out.
     changed: dict[int, list[Order]] = {}
     for order in outcome.orders:
-        if order.status in RESTING_STATUSES or (
-            order.is_terminal
-            and order.priority is not None
-            and order.pk not in outcome.entered_book
-        ):
+        if order.status in RESTING_STATUSES or order.pk in outcome.left_book:
             changed.setdefault(order.symbol_id, []).append(order)
     if not changed:
         return []
@@ -134,7 +130,7 @@ def _orders_book_messages(outcome: BatchOutcome) -> list[Message]:
                 order.pk,
                 order.side,
                 order.price,
-                None if order.is_terminal else order.remaining_quantity,
+                None if order.is_terminal else shown_quantity(order),
             )
             for order in orders
             if order.price is not None
@@ -142,6 +138,13 @@ def _orders_book_messages(outcome: BatchOutcome) -> list[Message]:
         topic = orders_book_topic(symbol)
         messages.append(stream_message(topic, next_seq[topic], data))
     return messages
+
+
+def shown_quantity(order: Order) -> Decimal:
+    """What the book shows of a resting order: an iceberg's visible part."""
+    if order.visible_quantity is not None:
+        return order.visible_quantity
+    return order.remaining_quantity
 
 
 def _executions_messages(trades: list[Trade]) -> list[Message]:
@@ -174,16 +177,21 @@ def orders_book_snapshot(symbol: Symbol) -> dict[str, Any]:
             Order.objects.filter(
                 symbol=symbol, status__in=RESTING_STATUSES
             ).values_list(
-                "id", "side", "price", "quantity", "filled_quantity", "priority"
+                "id",
+                "side",
+                "price",
+                "quantity",
+                "filled_quantity",
+                "priority",
+                "visible_quantity",
             )
         )
     sides: dict[str, list[dict[str, Any]]] = {Order.Side.BUY: [], Order.Side.SELL: []}
     best_first = {Order.Side.BUY: -1, Order.Side.SELL: 1}
     rows.sort(key=lambda r: (best_first[r[1]] * r[2], r[5] or 0, r[0]))
-    for order_id, side, price, quantity, filled, _priority in rows:
-        sides[side].append(
-            resting_order_to_wire(symbol, order_id, side, price, quantity - filled)
-        )
+    for order_id, side, price, quantity, filled, _priority, visible in rows:
+        shown = quantity - filled if visible is None else visible
+        sides[side].append(resting_order_to_wire(symbol, order_id, side, price, shown))
     return {
         "symbol": symbol.identifier,
         "seq": seq,

@@ -1,21 +1,31 @@
 """REST: place, list, read and cancel orders."""
 
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.fields import DecimalStringField
 from oms.models import Order, OrderStatus
-from oms.services import OrderSpec, order_cancel, order_place
+from oms.services import (
+    AmendSpec,
+    OrderSpec,
+    default_time_in_force,
+    order_amend,
+    order_cancel,
+    order_cancel_all,
+    order_place,
+)
 from oms.wire import order_to_wire
 
 
 class OrderRequestSerializer(serializers.Serializer[Any]):
-    """The body of ``POST /api/v1/orders``."""
+    """The body of ``POST /api/v1/orders`` (and ``/orders/estimate``)."""
 
     account = serializers.IntegerField(min_value=1)
     symbol = serializers.CharField(max_length=40)
@@ -30,25 +40,88 @@ class OrderRequestSerializer(serializers.Serializer[Any]):
     client_order_id = serializers.CharField(
         max_length=64, required=False, allow_blank=False
     )
+    stop_price = DecimalStringField(
+        required=False, allow_null=True, max_whole_digits=12
+    )
+    trigger = serializers.ChoiceField(
+        choices=Order.Trigger.choices, default=Order.Trigger.LAST
+    )
+    trail_amount = DecimalStringField(
+        required=False, allow_null=True, max_whole_digits=12
+    )
+    trail_bps = serializers.IntegerField(required=False, allow_null=True)
+    display_quantity = DecimalStringField(
+        required=False, allow_null=True, max_places=10, max_whole_digits=20
+    )
+    post_only = serializers.ChoiceField(
+        choices=Order.PostOnly.choices, default=Order.PostOnly.NONE
+    )
+    min_quantity = DecimalStringField(
+        required=False, allow_null=True, max_places=10, max_whole_digits=20
+    )
+    self_trade_prevention = serializers.ChoiceField(
+        choices=Order.SelfTrade.choices, required=False
+    )
+    oco_with = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    expire_at = serializers.DateTimeField(required=False, allow_null=True)
 
     def to_spec(self) -> OrderSpec:
         data = self.validated_data
         order_type = data["type"]
-        default_tif = (
-            Order.TimeInForce.GTC
-            if order_type == Order.Type.LIMIT
-            else Order.TimeInForce.IOC
-        )
         return OrderSpec(
             account_id=data["account"],
             symbol=data["symbol"],
             side=data["side"],
             type=order_type,
-            time_in_force=data.get("time_in_force") or default_tif,
+            time_in_force=data.get("time_in_force")
+            or default_time_in_force(order_type),
             quantity=data["quantity"],
             price=data.get("price"),
             client_order_id=data.get("client_order_id", ""),
+            stop_price=data.get("stop_price"),
+            trigger=data["trigger"],
+            trail_amount=data.get("trail_amount"),
+            trail_bps=data.get("trail_bps"),
+            display_quantity=data.get("display_quantity"),
+            post_only=data["post_only"],
+            min_quantity=data.get("min_quantity") or Decimal(0),
+            self_trade_prevention=data.get("self_trade_prevention", ""),
+            oco_with=data.get("oco_with"),
+            expire_at=data.get("expire_at"),
         )
+
+
+class AmendRequestSerializer(serializers.Serializer[Any]):
+    """The body of ``PATCH /api/v1/orders/{id}``: what to change."""
+
+    quantity = DecimalStringField(
+        required=False, allow_null=True, max_places=10, max_whole_digits=20
+    )
+    price = DecimalStringField(required=False, allow_null=True, max_whole_digits=12)
+    stop_price = DecimalStringField(
+        required=False, allow_null=True, max_whole_digits=12
+    )
+
+    def to_spec(self) -> AmendSpec:
+        data = self.validated_data
+        return AmendSpec(
+            quantity=data.get("quantity"),
+            price=data.get("price"),
+            stop_price=data.get("stop_price"),
+        )
+
+
+class CancelAllRequestSerializer(serializers.Serializer[Any]):
+    """The body of ``POST /api/v1/orders/cancel-all``."""
+
+    account = serializers.IntegerField(min_value=1)
+    symbol = serializers.CharField(max_length=40, required=False)
+    side = serializers.ChoiceField(choices=Order.Side.choices, required=False)
+
+
+class CancelAllResponseSerializer(serializers.Serializer[Any]):
+    cancelling = serializers.IntegerField()
+    orders = serializers.ListField(child=serializers.IntegerField())
 
 
 class OrderSerializer(serializers.Serializer[Order]):
@@ -117,9 +190,45 @@ class OrderViewSet(
     @extend_schema(responses={202: OrderSerializer})
     def destroy(self, request: Request, pk: str) -> Response:
         if not pk.isdigit():
-            return Response(
-                {"code": "order_not_found", "message": f"There is no order {pk}."},
-                status=404,
-            )
+            return _not_found(pk)
         order = order_cancel(user=request.user, order_id=int(pk))
         return Response(order_to_wire(order), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=AmendRequestSerializer, responses={202: OrderSerializer})
+    def partial_update(self, request: Request, pk: str) -> Response:
+        """Amend an open order (carried out by the matching worker in arrival
+        order; watch the order's events or stream for the result)."""
+        if not pk.isdigit():
+            return _not_found(pk)
+        body = AmendRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        order = order_amend(user=request.user, order_id=int(pk), amend=body.to_spec())
+        return Response(order_to_wire(order), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=CancelAllRequestSerializer,
+        responses={202: CancelAllResponseSerializer},
+    )
+    @action(detail=False, methods=["post"], url_path="cancel-all")
+    def cancel_all(self, request: Request) -> Response:
+        """Cancel every open order of an account, optionally of one symbol/side."""
+        body = CancelAllRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        orders = order_cancel_all(
+            user=request.user,
+            account_id=data["account"],
+            symbol=data.get("symbol"),
+            side=data.get("side"),
+        )
+        return Response(
+            {"cancelling": len(orders), "orders": [order.pk for order in orders]},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+def _not_found(pk: str) -> Response:
+    return Response(
+        {"code": "order_not_found", "message": f"There is no order {pk}."},
+        status=404,
+    )

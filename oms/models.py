@@ -14,6 +14,8 @@ class OrderStatus(models.TextChoices):
     NEW = "new", "New"
     PENDING = "pending", "Pending"
     ACCEPTED = "accepted", "Accepted"
+    #: A stop order parked until its trigger price is reached.
+    WAITING = "waiting", "Waiting for trigger"
     WORKING = "working", "Working"
     PARTIALLY_FILLED = "partially_filled", "Partially filled"
     FILLED = "filled", "Filled"
@@ -34,12 +36,15 @@ OPEN_STATUSES = frozenset(
     {
         OrderStatus.PENDING,
         OrderStatus.ACCEPTED,
+        OrderStatus.WAITING,
         OrderStatus.WORKING,
         OrderStatus.PARTIALLY_FILLED,
     }
 )
 #: States in which an order rests on the book.
 RESTING_STATUSES = frozenset({OrderStatus.WORKING, OrderStatus.PARTIALLY_FILLED})
+#: States in which the matching engine holds the order (on the book or parked).
+LIVE_STATUSES = RESTING_STATUSES | {OrderStatus.WAITING}
 
 
 class Order(models.Model):
@@ -57,11 +62,33 @@ class Order(models.Model):
     class Type(models.TextChoices):
         LIMIT = "limit", "Limit"
         MARKET = "market", "Market"
+        MARKET_TO_LIMIT = "market_to_limit", "Market to limit"
+        STOP = "stop", "Stop"
+        STOP_LIMIT = "stop_limit", "Stop limit"
+        TRAILING_STOP = "trailing_stop", "Trailing stop"
 
     class TimeInForce(models.TextChoices):
         GTC = "gtc", "Good till cancelled"
+        DAY = "day", "Day"
+        GTD = "gtd", "Good till date"
         IOC = "ioc", "Immediate or cancel"
         FOK = "fok", "Fill or kill"
+
+    class Trigger(models.TextChoices):
+        LAST = "last", "Last trade"
+        BID = "bid", "Best bid"
+        ASK = "ask", "Best ask"
+
+    class PostOnly(models.TextChoices):
+        NONE = "none", "No"
+        REJECT = "reject", "Reject if it would take"
+        REPRICE = "reprice", "Reprice if it would take"
+
+    class SelfTrade(models.TextChoices):
+        NONE = "none", "Allow self-trades"
+        CANCEL_NEWEST = "cancel_newest", "Cancel newest"
+        CANCEL_OLDEST = "cancel_oldest", "Cancel oldest"
+        CANCEL_BOTH = "cancel_both", "Cancel both"
 
     account = models.ForeignKey(
         Account, on_delete=models.PROTECT, related_name="orders"
@@ -71,9 +98,34 @@ class Order(models.Model):
     side = models.CharField(max_length=4, choices=Side.choices)
     type = models.CharField(max_length=16, choices=Type.choices)
     time_in_force = models.CharField(max_length=8, choices=TimeInForce.choices)
-    #: Limit price; for a market order, the protection price it may not trade beyond.
+    #: Limit price; for market, market-to-limit, stop and trailing-stop orders the
+    #: protection price they may not trade beyond.
     price = models.DecimalField(**PRICE, null=True, blank=True)
     quantity = models.DecimalField(**AMOUNT)
+    #: Trigger price of a stop; for a trailing stop its current level (it moves).
+    stop_price = models.DecimalField(**PRICE, null=True, blank=True)
+    trigger = models.CharField(
+        max_length=4, choices=Trigger.choices, default=Trigger.LAST
+    )
+    trail_amount = models.DecimalField(**PRICE, null=True, blank=True)
+    trail_bps = models.PositiveIntegerField(null=True, blank=True)
+    #: Iceberg peak size, and the part of it currently shown on the book.
+    display_quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
+    visible_quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
+    post_only = models.CharField(
+        max_length=8, choices=PostOnly.choices, default=PostOnly.NONE
+    )
+    #: Executable on entry or nothing (0: no minimum).
+    min_quantity = models.DecimalField(**AMOUNT, default=Decimal(0))
+    self_trade_prevention = models.CharField(
+        max_length=16, choices=SelfTrade.choices, default=SelfTrade.NONE
+    )
+    #: One-cancels-other partner (set on both orders of the pair).
+    oco_with = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    #: When a DAY or GTD order expires.
+    expire_at = models.DateTimeField(null=True, blank=True)
     filled_quantity = models.DecimalField(**AMOUNT, default=Decimal(0))
     filled_value = models.DecimalField(**AMOUNT, default=Decimal(0))
     fees = models.DecimalField(**AMOUNT, default=Decimal(0))
@@ -119,6 +171,20 @@ class Order(models.Model):
                 condition=Q(status__in=["working", "partially_filled"]),
             ),
             models.Index(fields=["market", "status"], name="order_market_status"),
+            models.Index(
+                fields=["expire_at"],
+                name="order_expiry",
+                condition=Q(
+                    expire_at__isnull=False,
+                    status__in=[
+                        "pending",
+                        "accepted",
+                        "waiting",
+                        "working",
+                        "partially_filled",
+                    ],
+                ),
+            ),
             models.Index(fields=["account", "-id"], name="order_account_recent"),
         ]
 
@@ -138,6 +204,22 @@ class Order(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+#: Types whose ``price`` is the client's limit.
+LIMIT_TYPES = frozenset({Order.Type.LIMIT, Order.Type.STOP_LIMIT})
+#: Types that take no price: the OMS gives them a protection price.
+PROTECTED_TYPES = frozenset(
+    {
+        Order.Type.MARKET,
+        Order.Type.MARKET_TO_LIMIT,
+        Order.Type.STOP,
+        Order.Type.TRAILING_STOP,
+    }
+)
+STOP_TYPES = frozenset(
+    {Order.Type.STOP, Order.Type.STOP_LIMIT, Order.Type.TRAILING_STOP}
+)
 
 
 class OrderEvent(models.Model):
@@ -176,6 +258,8 @@ class OrderRequest(models.Model):
     class Kind(models.TextChoices):
         PLACE = "place", "Place"
         CANCEL = "cancel", "Cancel"
+        AMEND = "amend", "Amend"
+        EXPIRE = "expire", "Expire"
 
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="requests")
@@ -187,6 +271,10 @@ class OrderRequest(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
     )
+    #: An amend's new total quantity, limit (or protection) price and stop price.
+    quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
+    price = models.DecimalField(**PRICE, null=True, blank=True)
+    stop_price = models.DecimalField(**PRICE, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
