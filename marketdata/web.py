@@ -84,6 +84,22 @@ class TicketForm(forms.Form):
     # The bounds of the columns: Order.price (20, 8) and Order.quantity (30, 10).
     price = DecimalText(max_places=8, max_whole_digits=12, required=False)
     quantity = DecimalText(max_places=10, max_whole_digits=20)
+    stop_price = DecimalText(max_places=8, max_whole_digits=12, required=False)
+    trail_amount = DecimalText(max_places=8, max_whole_digits=12, required=False)
+    display_quantity = DecimalText(
+        max_places=10, max_whole_digits=20, required=False, label="Iceberg peak"
+    )
+    post_only = forms.ChoiceField(
+        choices=Order.PostOnly.choices,
+        initial=Order.PostOnly.NONE,
+        label="Post only",
+        required=False,
+    )
+    expire_at = forms.DateTimeField(
+        required=False,
+        label="Expires (GTD)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
     # Generated per rendered ticket: submitting the same ticket twice places once.
     client_order_id = forms.CharField(
         max_length=64, required=False, widget=forms.HiddenInput
@@ -116,6 +132,11 @@ class TicketForm(forms.Form):
             quantity=data["quantity"],
             price=data["price"],
             client_order_id=data.get("client_order_id") or "",
+            stop_price=data.get("stop_price"),
+            trail_amount=data.get("trail_amount"),
+            display_quantity=data.get("display_quantity"),
+            post_only=data.get("post_only") or Order.PostOnly.NONE,
+            expire_at=data.get("expire_at"),
         )
 
 

@@ -43,13 +43,15 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "symbol",
         "side",
         "type",
+        "time_in_force",
         "price",
+        "stop_price",
         "quantity",
         "filled_quantity",
         "status",
         "created_at",
     ]
-    list_filter = ["status", "side", "type", "market"]
+    list_filter = ["status", "side", "type", "time_in_force", "market"]
     list_select_related = ["account", "symbol__market"]
     search_fields = ["account__number", "client_order_id__exact"]
     search_help_text = "An order id, an account number or a client order id."

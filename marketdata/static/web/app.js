@@ -21,13 +21,27 @@
 
   var ticket = document.getElementById("ticket");
   if (ticket && ticket.elements.type && ticket.elements.price) {
-    var syncTicket = function () {
-      var isMarket = ticket.elements.type.value === "market";
-      ticket.elements.price.disabled = isMarket;
-      if (isMarket && ticket.elements.time_in_force.value === "gtc") {
-        ticket.elements.time_in_force.value = "ioc";
-      }
+    var withLimit = ["limit", "stop_limit"];
+    var immediateOnly = ["market", "stop", "trailing_stop"];
+    var enable = function (name, on) {
+      if (ticket.elements[name]) ticket.elements[name].disabled = !on;
     };
+    var syncTicket = function () {
+      var type = ticket.elements.type.value;
+      var tif = ticket.elements.time_in_force;
+      enable("price", withLimit.indexOf(type) >= 0);
+      enable("stop_price", type === "stop" || type === "stop_limit");
+      enable("trail_amount", type === "trailing_stop");
+      enable("display_quantity", type === "limit");
+      enable("post_only", type === "limit");
+      if (immediateOnly.indexOf(type) >= 0 && tif.value !== "ioc" && tif.value !== "fok") {
+        tif.value = "ioc";
+      } else if (type === "market_to_limit" && (tif.value === "ioc" || tif.value === "fok")) {
+        tif.value = "gtc";
+      }
+      enable("expire_at", tif.value === "gtd");
+    };
+    ticket.elements.time_in_force.addEventListener("change", syncTicket);
     ticket.elements.type.addEventListener("change", syncTicket);
     syncTicket();
   }
