@@ -873,7 +873,9 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
             batch.flush()
             order.held_amount = needed
             order.save(update_fields=["held_amount", "updated_at"])
-            publish_on_commit(private_messages(balances=batch.balances.values()))
+            publish_on_commit(
+                private_messages(orders=[], balances=batch.balances.values())
+            )
         OrderRequest.objects.create(
             market_id=order.market_id,
             order=order,

@@ -727,3 +727,59 @@ async def test_a_slow_client_gets_a_fresh_snapshot_instead_of_a_backlog_and_hold
     assert (await slow.receive_json_from())["seq"] == 201
     for ws in (slow, fast):
         await ws.disconnect()
+
+
+async def test_amend_and_cancel_all_over_the_socket(market, symbol, bob, bob_account):
+    """Without a matcher the requests queue up: the socket answers with the order
+    and the inbox holds exactly the amend and the cancels."""
+    ws = await connect(bob)
+    await ws.send_json_to(
+        {
+            "op": "place",
+            "id": 1,
+            "order": {
+                "account": bob_account.pk,
+                "symbol": "XSX:XS01",
+                "side": "buy",
+                "type": "limit",
+                "price": "10.00",
+                "quantity": "10",
+            },
+        }
+    )
+    placed = await ws.receive_json_from()
+    order_id = placed["order"]["id"]
+    await ws.send_json_to(
+        {"op": "amend", "id": 2, "order_id": order_id, "amend": {"price": "10.10"}}
+    )
+    amended = await ws.receive_json_from()
+    assert (amended["type"], amended["id"], amended["order"]["id"]) == (
+        "amend_requested",
+        2,
+        order_id,
+    )
+    await ws.send_json_to(
+        {"op": "amend", "id": 3, "order_id": order_id, "amend": {"price": 10.2}}
+    )
+    assert (await ws.receive_json_from())["code"] == "not_a_string"
+    await ws.send_json_to({"op": "amend", "id": 4, "order_id": "x", "amend": {}})
+    assert (await ws.receive_json_from())["code"] == "bad_message"
+    await ws.send_json_to(
+        {"op": "cancel_all", "id": 5, "filter": {"account": bob_account.pk}}
+    )
+    assert await ws.receive_json_from() == {
+        "type": "cancel_all_requested",
+        "id": 5,
+        "orders": [order_id],
+    }
+    await ws.send_json_to({"op": "cancel_all", "id": 6, "filter": {"account": 999_999}})
+    assert (await ws.receive_json_from())["code"] == "account_forbidden"
+    kinds = await sync_to_async(
+        lambda: list(
+            OrderRequest.objects.filter(order_id=order_id)
+            .order_by("pk")
+            .values_list("kind", "price")
+        )
+    )()
+    assert kinds == [("place", None), ("amend", Decimal("10.10")), ("cancel", None)]
+    await ws.disconnect()
