@@ -257,8 +257,11 @@ def _lots(symbol: Symbol, quantity: Decimal | None) -> int | None:
     return None if quantity is None else symbol.to_lots(quantity)
 
 
-def new_order_command(order: Order, symbol: Symbol) -> engine.NewOrder:
-    """The engine command that enters a stored order."""
+def new_order_command(
+    order: Order, symbol: Symbol, book: engine.OrderBook
+) -> engine.NewOrder:
+    """The engine command that enters a stored order. The OMS links both orders of
+    an OCO pair; the link is made in the engine by the second to arrive."""
     return engine.NewOrder(
         order_id=order.pk,
         side=_SIDE[order.side],
@@ -275,7 +278,7 @@ def new_order_command(order: Order, symbol: Symbol) -> engine.NewOrder:
         post_only=_POST_ONLY[order.post_only],
         min_quantity=symbol.to_lots(order.min_quantity),
         stp=_STP[order.self_trade_prevention],
-        oco_with=order.oco_with_id,
+        oco_with=order.oco_with_id if order.oco_with_id in book else None,
     )
 
 
@@ -550,7 +553,7 @@ class _Batch:
             state.move(OrderStatus.REJECTED, reason="symbol_not_active")
             return
         book = self.worker.book_for(order.symbol_id)
-        events = book.apply(new_order_command(order, symbol))
+        events = book.apply(new_order_command(order, symbol, book))
         self._apply_events(symbol, events)
 
     def _cancel(self, request: OrderRequest, state: _OrderState) -> None:

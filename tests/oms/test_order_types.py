@@ -61,7 +61,15 @@ def place(user: Any, account: Any, **fields: Any) -> Order:
     fields.setdefault("symbol", "XSX:XS01")
     fields.setdefault("type", Order.Type.LIMIT)
     fields.setdefault("time_in_force", default_time_in_force(fields["type"]))
-    for name in ("price", "quantity", "stop_price", "trail_amount", "display_quantity"):
+    decimals = (
+        "price",
+        "quantity",
+        "stop_price",
+        "trail_amount",
+        "display_quantity",
+        "min_quantity",
+    )
+    for name in decimals:
         if name in fields and fields[name] is not None:
             fields[name] = D(fields[name])
     return order_place(user=user, spec=OrderSpec(account_id=account.pk, **fields)).order
