@@ -166,8 +166,8 @@ class TransactionSerializer(serializers.Serializer[Any]):
     amount = serializers.CharField()
     balance = serializers.CharField()
     total = serializers.CharField()
-    cost_delta = serializers.CharField()
-    cost = serializers.CharField()
+    cost_delta = serializers.CharField(allow_null=True)
+    cost = serializers.CharField(allow_null=True)
 
 
 AS_AT = OpenApiParameter(

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from itertools import groupby
 from typing import Any
 
 from django.db import connection
@@ -136,7 +137,7 @@ def account_postings(
 
 @dataclass(frozen=True, slots=True)
 class RunningFigures:
-    """An account's position in one asset right after one of its postings."""
+    """An account's position in one asset right after a journal entry."""
 
     #: The posting's bucket.
     balance: Decimal
@@ -149,18 +150,21 @@ class RunningFigures:
 def running_figures(
     *, account: Account, posting_ids: Iterable[int]
 ) -> dict[int, RunningFigures]:
-    """The running balances of the account right after each of ``posting_ids``.
+    """The account's figures right after the entry of each of ``posting_ids``.
 
-    Postings of one (account, asset) are numbered in the order they were made:
-    every writer holds that balance's row lock from before it posts until it
-    commits, so ``id`` order is ledger order there, and the running sums run in it.
-    Two queries whatever the page: the sums before the first posting of the page,
-    and every posting of the account from the first to the last one asked for.
+    Figures are taken after the whole entry, never halfway through it (a hold
+    moves units from available to held without changing the total). Postings of
+    one (account, asset) are numbered in the order they were made: every writer
+    holds that balance's row lock from before it posts until it commits, so ``id``
+    order (and entry order) is ledger order there, and the running sums run in it.
+    Two queries whatever the page: the sums before the page's first posting, and
+    every posting of the account from there to the end of its last entry.
     """
     wanted = set(posting_ids)
     if not wanted:
         return {}
-    first, last = min(wanted), max(wanted)
+    first = min(wanted)
+    last_entry_id = Posting.objects.get(pk=max(wanted)).entry_id
     before = Posting.objects.filter(account=account, pk__lt=first)
     buckets = defaultdict(Decimal, posting_sums("asset_id", "bucket", postings=before))
     totals: defaultdict[int, Decimal] = defaultdict(Decimal)
@@ -171,18 +175,23 @@ def running_figures(
         "asset_id", field="cost_delta", postings=before
     ).items():
         costs[asset_id] = cost
-    figures = {}
     rows = (
-        Posting.objects.filter(account=account, pk__gte=first, pk__lte=last)
+        Posting.objects.filter(
+            account=account, pk__gte=first, entry_id__lte=last_entry_id
+        )
         .order_by("pk")
-        .values_list("pk", "asset_id", "bucket", "amount", "cost_delta")
+        .values_list("pk", "entry_id", "asset_id", "bucket", "amount", "cost_delta")
     )
-    for posting_id, asset_id, bucket, amount, cost_delta in rows.iterator():
-        buckets[(asset_id, bucket)] += amount
-        totals[asset_id] += amount
-        costs[asset_id] += cost_delta
-        if posting_id in wanted:
-            figures[posting_id] = RunningFigures(
-                buckets[(asset_id, bucket)], totals[asset_id], costs[asset_id]
-            )
+    figures = {}
+    for _, group in groupby(rows.iterator(), key=lambda row: row[1]):
+        lines = list(group)
+        for _, _, asset_id, bucket, amount, cost_delta in lines:
+            buckets[(asset_id, bucket)] += amount
+            totals[asset_id] += amount
+            costs[asset_id] += cost_delta
+        for posting_id, _, asset_id, bucket, _, _ in lines:
+            if posting_id in wanted:
+                figures[posting_id] = RunningFigures(
+                    buckets[(asset_id, bucket)], totals[asset_id], costs[asset_id]
+                )
     return figures

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from itertools import groupby
 from typing import Any
 
 from django.template.loader import render_to_string
@@ -141,7 +142,7 @@ class StatementLine:
     asset: Asset
     bucket: str
     amount: Decimal
-    #: The bucket's running balance right after this line.
+    #: The bucket's running balance right after this line's entry.
     balance: Decimal
 
 
@@ -198,25 +199,13 @@ def account_statement(*, account: Account, start: datetime, end: datetime) -> St
     running = defaultdict(Decimal, opening)
     movements: defaultdict[tuple[int, str], Decimal] = defaultdict(Decimal)
     lines = []
-    for posting in postings:
-        key = (posting.asset_id, posting.bucket)
-        running[key] += posting.amount
-        movements[key] += posting.amount
-        entry = posting.entry
-        lines.append(
-            StatementLine(
-                created_at=entry.created_at,
-                entry_id=entry.pk,
-                posting_id=posting.pk,
-                kind=entry.kind,
-                reference=entry.reference,
-                description=texts[entry.pk],
-                asset=posting.asset,
-                bucket=posting.bucket,
-                amount=posting.amount,
-                balance=running[key],
-            )
-        )
+    for _, group in groupby(postings, key=lambda posting: posting.entry_id):
+        entry_postings = list(group)
+        for posting in entry_postings:
+            running[(posting.asset_id, posting.bucket)] += posting.amount
+            movements[(posting.asset_id, posting.bucket)] += posting.amount
+        # Running balances are those after the whole entry.
+        lines += [_line(p, texts, running) for p in entry_postings]
     positions = positions_as_at(account=account, as_at=end)
     assets = {position.asset_id: position.asset for position in positions}
     balances = [
@@ -246,6 +235,24 @@ def account_statement(*, account: Account, start: datetime, end: datetime) -> St
             for p in positions
             if p.asset.kind == Asset.Kind.SECURITY and (p.total or p.cost)
         ],
+    )
+
+
+def _line(
+    posting: Posting, texts: dict[int, str], running: dict[tuple[int, str], Decimal]
+) -> StatementLine:
+    entry = posting.entry
+    return StatementLine(
+        created_at=entry.created_at,
+        entry_id=entry.pk,
+        posting_id=posting.pk,
+        kind=entry.kind,
+        reference=entry.reference,
+        description=texts[entry.pk],
+        asset=posting.asset,
+        bucket=posting.bucket,
+        amount=posting.amount,
+        balance=running[(posting.asset_id, posting.bucket)],
     )
 
 
@@ -291,9 +298,15 @@ def _fees(trades: list[TradeDetail], busts: list[TradeDetail]) -> list[Statement
         charged[detail.currency] += detail.fee
     for detail in busts:
         refunded[detail.currency] += detail.fee
+    codes = sorted(charged.keys() | refunded.keys())
+    assets = {asset.code: asset for asset in Asset.objects.filter(code__in=codes)}
     return [
-        StatementFees(currency, charged[currency], refunded[currency])
-        for currency in sorted(charged.keys() | refunded.keys())
+        StatementFees(
+            code,
+            assets[code].quantize(charged[code]),
+            assets[code].quantize(refunded[code]),
+        )
+        for code in codes
     ]
 
 

@@ -58,10 +58,12 @@ def transaction_to_wire(
     """One ledger line of an account with its running figures right after it.
 
     ``posting.entry`` and ``posting.asset`` must be loaded. ``balance`` is the
-    posting's bucket, ``total`` all buckets of the asset, ``cost`` the cost base.
+    posting's bucket, ``total`` all buckets of the asset, ``cost`` the cost base
+    (null, like ``cost_delta``, for a currency).
     """
     entry = posting.entry
     asset = posting.asset
+    is_security = asset.kind == Asset.Kind.SECURITY
     return {
         "id": posting.pk,
         "entry": entry.pk,
@@ -75,6 +77,7 @@ def transaction_to_wire(
         "amount": str(asset.quantize(posting.amount)),
         "balance": str(asset.quantize(balance)),
         "total": str(asset.quantize(total)),
-        "cost_delta": cost_text(asset, posting.cost_delta),
-        "cost": cost_text(asset, cost),
+        # Cost bases belong to security positions; cash has none.
+        "cost_delta": cost_text(asset, posting.cost_delta) if is_security else None,
+        "cost": cost_text(asset, cost) if is_security else None,
     }
