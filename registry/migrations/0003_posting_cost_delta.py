@@ -67,7 +67,9 @@ def backfill_cost(apps, schema_editor):
             quantity[key] += amount
             cost[key] += deltas.get(posting_id, Decimal(0))
             last_posting[key] = posting_id
-    for key, stored in Balance.objects.values_list("account_id", "asset_id", "cost"):
+    balances = Balance.objects.values_list("account_id", "asset_id", "cost")
+    for account_id, asset_id, stored in balances:
+        key = (account_id, asset_id)
         residual = stored - cost[key]
         if residual and key in last_posting:
             posting_id = last_posting[key]

@@ -6,6 +6,7 @@ units cost 1001.00); trade 2: carol sells 40 @ 12.00 to bob (value 480.00, bob p
 0.48 fee, carol 0.24; carol's cost base falls by 1001.00 x 40 / 100 = 400.40).
 """
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -453,3 +454,25 @@ def test_a_bad_correction_changes_nothing(trades, staff_client, body, status, co
     assert response.status_code == status
     assert response.json()["code"] == code
     assert snapshot() == before
+
+
+def test_holdings_as_at_the_instants_around_a_bust(
+    trades, staff_client, carol, carol_account
+):
+    """Real trades from the running matcher; the instants are the entries' own."""
+    _, second = trades
+    body = bust(staff_client, second).json()
+    traded_at = JournalEntry.objects.get(kind="trade", reference=f"trade:{second.pk}")
+    busted_at = JournalEntry.objects.get(pk=body["entry"])
+    url = f"/api/v1/accounts/{carol_account.pk}/holdings"
+    client = client_for(carol)
+    us = timedelta(microseconds=1)
+
+    def at(moment) -> list[tuple[str, str, str]]:
+        rows = client.get(url, {"as_at": moment.isoformat()}).json()
+        return [(r["quantity"], r["average_cost"], r["cost"]) for r in rows]
+
+    assert at(traded_at.created_at - us) == [("100", "10.0100", "1001.0000")]
+    assert at(traded_at.created_at) == [("60", "10.0100", "600.6000")]
+    assert at(busted_at.created_at - us) == [("60", "10.0100", "600.6000")]
+    assert at(busted_at.created_at) == [("100", "10.0100", "1001.0000")]
