@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from config.health import healthz, readyz
-from exchange.api import HolidayViewSet, MarketViewSet, SymbolViewSet
+from exchange.api import HolidayViewSet, MarketViewSet, SymbolViewSet, TradeViewSet
 from oms.api import OrderViewSet
 from registry.api import AccountViewSet
 
@@ -12,6 +12,7 @@ router = DefaultRouter(trailing_slash=False)
 router.register("markets", MarketViewSet, basename="market")
 router.register("symbols", SymbolViewSet, basename="symbol")
 router.register("holidays", HolidayViewSet, basename="holiday")
+router.register("trades", TradeViewSet, basename="trade")
 router.register("accounts", AccountViewSet, basename="account")
 router.register("orders", OrderViewSet, basename="order")
 

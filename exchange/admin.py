@@ -3,7 +3,10 @@
 Markets are created by ``market_create`` and change state only through the
 "Halt", "Resume", "Open" and "Close" actions (``market_set_state``; a halt asks for
 a reason on an intermediate page). Symbols are issued by ``symbol_issue`` from a
-custom add form. Trades and stream sequences are read-only.
+custom add form. Trades and stream sequences are read-only, except that staff with
+the ``exchange.change_trade`` permission may bust trades (an action asking for a
+reason: ``trade_bust``) or correct one (the "Correct" link on a trade:
+``trade_correct``).
 """
 
 from decimal import Decimal
@@ -12,13 +15,15 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 
+from exchange.busts import trade_bust, trade_correct
 from exchange.models import PRICE, Holiday, Market, StreamSequence, Symbol, Trade
 from exchange.services import (
     MarketStateError,
@@ -298,6 +303,27 @@ class HolidayAdmin(AuditedModelAdmin):
     date_hierarchy = "date"
 
 
+class TradeBustForm(forms.Form):
+    reason = forms.CharField(
+        max_length=160,
+        help_text="Recorded on the trade, its bust entry and audit trail.",
+    )
+
+
+class TradeCorrectForm(forms.Form):
+    price = forms.DecimalField(
+        max_digits=PRICE["max_digits"],
+        decimal_places=PRICE["decimal_places"],
+        widget=forms.TextInput(attrs={"inputmode": "decimal"}),
+    )
+    quantity = forms.DecimalField(
+        max_digits=AMOUNT["max_digits"],
+        decimal_places=AMOUNT["decimal_places"],
+        widget=forms.TextInput(attrs={"inputmode": "decimal"}),
+    )
+    reason = forms.CharField(max_length=160)
+
+
 @admin.register(Trade)
 class TradeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -313,12 +339,19 @@ class TradeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "buyer",
         "seller",
         "executed_at",
+        "busted_at",
     ]
-    list_filter = ["aggressor_side", "symbol__market"]
+    list_filter = [
+        "aggressor_side",
+        "symbol__market",
+        ("busted_at", admin.EmptyFieldListFilter),
+    ]
     list_select_related = ["symbol__market", "buyer", "seller"]
     search_fields = ["symbol__code"]
     search_help_text = "An order id finds the trades of that order."
     show_full_result_count = False
+    actions = ["bust_trades"]
+    change_form_template = "admin/xchange/trade_change_form.html"
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Trade], search_term: str
@@ -330,6 +363,122 @@ class TradeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 False,
             )
         return super().get_search_results(request, queryset, search_term)
+
+    def has_bust_permission(self, request: HttpRequest) -> bool:
+        """Busting and correcting need the ``exchange.change_trade`` permission
+        (trades are otherwise read-only in the console)."""
+        return request.user.has_perm("exchange.change_trade")
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        context["has_bust_permission"] = self.has_bust_permission(request)
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    @admin.action(description="Bust selected trades", permissions=["bust"])
+    def bust_trades(
+        self, request: HttpRequest, queryset: QuerySet[Trade]
+    ) -> HttpResponse | None:
+        """Ask for the reason first; the confirmation page posts back with it, and
+        each trade is busted by ``trade_bust`` on its own (one that refuses is
+        reported and left as it was)."""
+        form = TradeBustForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            self._bust(request, queryset, form.cleaned_data["reason"])
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Bust trades",
+            "intro": "Reverse these trades in the ledger? Both sides get back what "
+            "each trade moved, fees included; the orders keep their fills.",
+            "form": form,
+            "queryset": queryset.order_by("pk"),
+            "action": "bust_trades",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "submit_label": "Bust",
+            "cancel_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ),
+            "media": self.media,
+        }
+        return TemplateResponse(
+            request, "admin/xchange/trade_bust_confirmation.html", context
+        )
+
+    def _bust(
+        self, request: HttpRequest, queryset: QuerySet[Trade], reason: str
+    ) -> None:
+        done = []
+        for trade in queryset.order_by("pk"):
+            try:
+                trade_bust(trade=trade, acting_user=request.user, reason=reason)
+            except RegistryError as error:
+                self.message_user(request, error.message, messages.ERROR)
+            else:
+                done.append(str(trade.pk))
+        if done:
+            self.message_user(
+                request, f"Busted trade(s) {', '.join(done)}.", messages.SUCCESS
+            )
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.opts
+        return [
+            path(
+                "<path:object_id>/correct/",
+                self.admin_site.admin_view(self.correct_view),
+                name=f"{opts.app_label}_{opts.model_name}_correct",
+            ),
+            *super().get_urls(),
+        ]
+
+    def correct_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Bust a trade and book a replacement at a corrected price and quantity
+        (``trade_correct``); its errors show on the form and change nothing."""
+        trade = self.get_object(request, unquote(object_id))
+        if trade is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_bust_permission(request):
+            raise PermissionDenied
+        form = TradeCorrectForm(
+            request.POST if request.method == "POST" else None,
+            initial={"price": trade.price, "quantity": trade.quantity},
+        )
+        opts = self.opts
+        if form.is_valid():
+            try:
+                result = trade_correct(
+                    trade=trade, acting_user=request.user, **form.cleaned_data
+                )
+            except RegistryError as error:
+                form_error_from(form, error)
+            else:
+                self.message_user(
+                    request,
+                    f"Busted trade {trade.pk} and booked trade "
+                    f"{result.correction.pk} in its place.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse(
+                        f"admin:{opts.app_label}_{opts.model_name}_change",
+                        args=[result.correction.pk],
+                    )
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "original": trade,
+            "title": f"Correct trade {trade.pk}",
+            "form": form,
+            "media": self.media + form.media,
+            "submit_label": "Bust and book the correction",
+            "cancel_url": reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_change", args=[trade.pk]
+            ),
+        }
+        return TemplateResponse(request, FORM_TEMPLATE, context)
 
 
 @admin.register(StreamSequence)

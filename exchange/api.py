@@ -10,6 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api import ApiError, CursorPagination
+from config.fields import DecimalStringField
+from exchange.busts import trade_bust, trade_correct
 from exchange.models import Holiday, Market, Symbol, Trade
 from exchange.selectors import book_snapshot, symbol_find
 from exchange.services import market_set_state, market_to_wire
@@ -218,3 +220,91 @@ class HolidayViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Holiday]):
     queryset = Holiday.objects.select_related("market").order_by("date")
     serializer_class = HolidaySerializer
     filterset_fields = {"market__code": ["exact"], "date": ["gte", "lte"]}
+
+
+class TradeBustSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=200, allow_blank=True)
+
+
+class TradeCorrectSerializer(serializers.Serializer[Any]):
+    price = DecimalStringField(max_whole_digits=12)
+    quantity = DecimalStringField(max_places=10, max_whole_digits=20)
+    reason = serializers.CharField(max_length=200, allow_blank=True)
+
+
+def busted_trade_to_wire(trade: Trade) -> dict[str, Any]:
+    """A trade with its bust and correction fields (staff answers)."""
+    return {
+        **trade_to_wire(trade),
+        "value": str(trade.symbol.currency.quantize(trade.value)),
+        "buyer_fee": str(trade.symbol.currency.quantize(trade.buyer_fee)),
+        "seller_fee": str(trade.symbol.currency.quantize(trade.seller_fee)),
+        "busted_at": trade.busted_at.isoformat() if trade.busted_at else None,
+        "busted_by": trade.busted_by.get_username() if trade.busted_by else None,
+        "bust_reason": trade.bust_reason,
+        "corrected_from": trade.corrected_from_id,
+    }
+
+
+class TradeViewSet(viewsets.GenericViewSet[Trade]):
+    """Staff and integration actions on one trade (the tape is per symbol)."""
+
+    queryset = Trade.objects.select_related(
+        "symbol__market", "symbol__asset", "symbol__currency", "busted_by"
+    )
+    permission_classes = [IsStaffOrIntegration]
+    lookup_value_regex = r"[0-9]+"
+
+    @extend_schema(
+        request=TradeBustSerializer,
+        responses=inline_serializer("BustedTrade", {"trade": serializers.DictField()}),
+    )
+    @action(detail=True, methods=["post"])
+    def bust(self, request: Request, pk: str) -> Response:
+        """Reverse the trade in the ledger (``exchange.busts.trade_bust``): 200 with
+        the busted trade and the bust's journal entry id; 400 ``reason_required``,
+        409 ``trade_already_busted``, 422 ``bust_insufficient_balance``."""
+        body = TradeBustSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        result = trade_bust(
+            trade=self.get_object(),
+            acting_user=request.user,
+            reason=body.validated_data["reason"],
+        )
+        trade = self.get_queryset().get(pk=result.trade.pk)
+        return Response(
+            {"trade": busted_trade_to_wire(trade), "entry": result.entry.pk}
+        )
+
+    @extend_schema(
+        request=TradeCorrectSerializer,
+        responses=inline_serializer(
+            "CorrectedTrade",
+            {"busted": serializers.DictField(), "correction": serializers.DictField()},
+        ),
+    )
+    @action(detail=True, methods=["post"])
+    def correct(self, request: Request, pk: str) -> Response:
+        """Bust the trade and book a replacement at ``price`` x ``quantity``
+        (``exchange.busts.trade_correct``): 201 with both trades; the bust's errors,
+        400 ``price_off_tick``/``quantity_off_lot``/``invalid_price``/
+        ``invalid_quantity``, 422 ``correction_insufficient_balance``."""
+        body = TradeCorrectSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        result = trade_correct(
+            trade=self.get_object(),
+            price=body.validated_data["price"],
+            quantity=body.validated_data["quantity"],
+            acting_user=request.user,
+            reason=body.validated_data["reason"],
+        )
+        trades = self.get_queryset().in_bulk([result.busted.pk, result.correction.pk])
+        return Response(
+            {
+                "busted": busted_trade_to_wire(trades[result.busted.pk]),
+                "correction": busted_trade_to_wire(trades[result.correction.pk]),
+                "bust_entry": result.bust_entry.pk,
+                "correction_entry": result.correction_entry.pk,
+            },
+            status=201,
+        )

@@ -3,6 +3,7 @@
 import zoneinfo
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -218,6 +219,11 @@ class Trade(models.Model):
     ``seq`` numbers the symbol's trades gaplessly from 1 (the ``trades.<symbol>``
     stream sequence). Order ids are plain integers: orders live in the ``oms`` app,
     which depends on this one.
+
+    The one later change is a bust by staff (``exchange.busts.trade_bust``), which
+    sets ``busted_at``, ``busted_by`` and ``bust_reason`` once; its ledger effect is
+    reversed by new journal entries. A correction is a new trade pointing at the
+    busted one through ``corrected_from``.
     """
 
     class Side(models.TextChoices):
@@ -238,6 +244,23 @@ class Trade(models.Model):
     buyer_fee = models.DecimalField(**AMOUNT, default=Decimal(0))
     seller_fee = models.DecimalField(**AMOUNT, default=Decimal(0))
     executed_at = models.DateTimeField(db_index=True)
+    busted_at = models.DateTimeField(null=True, blank=True)
+    busted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    bust_reason = models.CharField(max_length=200, blank=True)
+    #: The busted trade this one replaces (a staff correction), if any.
+    corrected_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="corrections",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -250,6 +273,10 @@ class Trade(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol_id}#{self.seq} {self.quantity}@{self.price}"
+
+    @property
+    def is_busted(self) -> bool:
+        return self.busted_at is not None
 
 
 class StreamSequence(models.Model):

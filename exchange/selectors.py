@@ -1,17 +1,18 @@
 """Exchange reads that must be consistent with a stream sequence."""
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 
 from exchange.models import Market, Symbol, Trade
 from exchange.streams import stream_current
 from exchange.wire import trade_to_wire
 from oms.models import RESTING_STATUSES, Order
+from registry.statements import TradeDetail
 
 
 def symbol_find(identifier: str) -> Symbol | None:
@@ -110,3 +111,46 @@ def market_snapshot(market: Market) -> dict[str, Any]:
         seq = stream_current([topic])[topic]
         market = Market.objects.select_related("currency").get(pk=market.pk)
     return {"seq": seq, **market_to_wire(market)}
+
+
+def trade_details_for_account(
+    account_id: int, trade_ids: Collection[int]
+) -> list[TradeDetail]:
+    """The account's side of each of ``trade_ids`` (two for a trade between two of
+    its own orders): price, quantity and value of the trade, the account's fee.
+
+    Registered with ``registry.statements`` for statements and transaction
+    descriptions (``ExchangeConfig.ready``)."""
+    trades = (
+        Trade.objects.filter(pk__in=trade_ids)
+        .filter(Q(buyer_id=account_id) | Q(seller_id=account_id))
+        .select_related("symbol__market", "symbol__asset", "symbol__currency")
+        .order_by("pk")
+    )
+    details = []
+    for trade in trades:
+        symbol = trade.symbol
+        currency = symbol.currency
+        sides = (
+            (Trade.Side.BUY, trade.buyer_id, trade.buyer_fee),
+            (Trade.Side.SELL, trade.seller_id, trade.seller_fee),
+        )
+        for side, side_account_id, fee in sides:
+            if side_account_id != account_id:
+                continue
+            details.append(
+                TradeDetail(
+                    trade_id=trade.pk,
+                    executed_at=trade.executed_at,
+                    symbol=symbol.identifier,
+                    side=side,
+                    price=symbol.format_price(trade.price),
+                    quantity=symbol.asset.quantize(trade.quantity),
+                    value=currency.quantize(trade.value),
+                    fee=currency.quantize(fee),
+                    currency=currency.code,
+                    busted_at=trade.busted_at,
+                    corrected_from=trade.corrected_from_id,
+                )
+            )
+    return details

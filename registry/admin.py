@@ -3,14 +3,16 @@
 Every write goes through a registry service with ``acting_user=request.user``:
 accounts are opened by ``account_open``, access is granted by
 ``account_access_grant``, cash and holdings are credited by ``cash_deposit`` and
-``security_issue`` (custom views linked from the account page). Direct edits of
-configuration go through :class:`AuditedModelAdmin`, which writes an audit record
-naming the staff user in the same transaction. Ledger rows, balances and audit
-records are read-only.
+``security_issue`` (custom views linked from the account page, which also links to
+the account's balances and holdings as at a past instant and to its statement).
+Direct edits of configuration go through :class:`AuditedModelAdmin`, which writes an
+audit record naming the staff user in the same transaction. Ledger rows, balances
+and audit records are read-only.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -24,6 +26,7 @@ from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 
 from registry.models import (
     AMOUNT,
@@ -35,6 +38,7 @@ from registry.models import (
     JournalEntry,
     Posting,
 )
+from registry.selectors import positions_as_at
 from registry.services import (
     RegistryError,
     User,
@@ -44,6 +48,15 @@ from registry.services import (
     cash_deposit,
     security_issue,
 )
+from registry.statements import (
+    account_statement,
+    day_end,
+    day_start,
+    statement_csv,
+    statement_filename,
+    statement_html,
+)
+from registry.wire import balance_to_wire, holding_to_wire
 
 FORM_TEMPLATE = "admin/xchange/form.html"
 
@@ -260,6 +273,39 @@ class CreditForm(forms.Form):
         asset_field.queryset = Asset.objects.filter(kind=asset_kind)
 
 
+class AsAtForm(forms.Form):
+    as_at = forms.DateTimeField(
+        label="As at",
+        help_text="YYYY-MM-DD HH:MM[:SS], in UTC unless an offset is given "
+        "(e.g. 2026-03-31 16:00+11:00).",
+    )
+
+    def clean_as_at(self) -> datetime:
+        as_at: datetime = self.cleaned_data["as_at"]
+        if as_at > timezone.now():
+            raise forms.ValidationError("That is in the future.")
+        return as_at
+
+
+class StatementForm(forms.Form):
+    start = forms.DateField(label="From", help_text="YYYY-MM-DD (UTC days)")
+    end = forms.DateField(label="To", help_text="YYYY-MM-DD, included")
+    output = forms.ChoiceField(
+        label="Format",
+        choices=[("html", "Printable page"), ("csv", "CSV download")],
+        initial="html",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end and start > end:
+            self.add_error("end", "The period ends before it starts.")
+        if start and day_start(start) > timezone.now():
+            self.add_error("start", "That is in the future.")
+        return cleaned
+
+
 @dataclass(frozen=True, slots=True)
 class Credit:
     """One of the account page's money views."""
@@ -350,15 +396,109 @@ class AccountAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         opts = self.opts
+        name = f"{opts.app_label}_{opts.model_name}"
         return [
+            *(
+                path(
+                    f"<path:object_id>/{kind}/",
+                    self.admin_site.admin_view(self.credit_view),
+                    {"kind": kind},
+                    name=f"{name}_{kind}",
+                )
+                for kind in CREDITS
+            ),
             path(
-                f"<path:object_id>/{kind}/",
-                self.admin_site.admin_view(self.credit_view),
-                {"kind": kind},
-                name=f"{opts.app_label}_{opts.model_name}_{kind}",
+                "<path:object_id>/as-at/",
+                self.admin_site.admin_view(self.as_at_view),
+                name=f"{name}_as_at",
+            ),
+            path(
+                "<path:object_id>/statement/",
+                self.admin_site.admin_view(self.statement_view),
+                name=f"{name}_statement",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _viewable(self, request: HttpRequest, object_id: str) -> Account | None:
+        account = self.get_object(request, unquote(object_id))
+        if account is not None and not self.has_view_permission(request, account):
+            raise PermissionDenied
+        return account
+
+    def as_at_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The account's balances and holdings as at a past instant, derived from
+        its postings (``registry.selectors.positions_as_at``). Read-only."""
+        account = self._viewable(request, object_id)
+        if account is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        form = AsAtForm(request.GET if "as_at" in request.GET else None)
+        positions: list[Balance] | None = None
+        if form.is_valid():
+            positions = positions_as_at(
+                account=account, as_at=form.cleaned_data["as_at"]
             )
-            for kind in CREDITS
-        ] + super().get_urls()
+        context = {
+            **self._page_context(request, account, form),
+            "title": f"Balances and holdings as at: {account.number}",
+            "submit_label": "Show",
+            "as_at": form.cleaned_data["as_at"] if positions is not None else None,
+            "cash": [
+                balance_to_wire(p)
+                for p in positions or []
+                if p.asset.kind == Asset.Kind.CURRENCY
+            ],
+            "holdings": [
+                holding_to_wire(p)
+                for p in positions or []
+                if p.asset.kind == Asset.Kind.SECURITY and (p.total or p.cost)
+            ],
+        }
+        return TemplateResponse(request, "admin/xchange/account_as_at.html", context)
+
+    def statement_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The account's statement for a period of days, as a printable page or a
+        CSV download (``registry.statements``). Read-only."""
+        account = self._viewable(request, object_id)
+        if account is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        form = StatementForm(request.GET if "start" in request.GET else None)
+        if form.is_valid():
+            statement = account_statement(
+                account=account,
+                start=day_start(form.cleaned_data["start"]),
+                end=min(day_end(form.cleaned_data["end"]), timezone.now()),
+            )
+            if form.cleaned_data["output"] == "csv":
+                response = HttpResponse(
+                    statement_csv(statement), content_type="text/csv; charset=utf-8"
+                )
+                name = statement_filename(statement, "csv")
+                response["Content-Disposition"] = f'attachment; filename="{name}"'
+                return response
+            return HttpResponse(statement_html(statement))
+        context = {
+            **self._page_context(request, account, form),
+            "title": f"Statement: {account.number}",
+            "submit_label": "Produce the statement",
+        }
+        return TemplateResponse(request, "admin/xchange/account_as_at.html", context)
+
+    def _page_context(
+        self, request: HttpRequest, account: Account, form: BaseForm
+    ) -> dict[str, Any]:
+        opts = self.opts
+        return {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "original": account,
+            "cancel_url": reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_change", args=[account.pk]
+            ),
+            "form": form,
+            "media": self.media + form.media,
+            "method": "get",
+        }
 
     def credit_view(
         self, request: HttpRequest, object_id: str, kind: str

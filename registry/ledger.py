@@ -6,7 +6,7 @@ always equal the sum of their postings per (account, asset, bucket).
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from django.utils import timezone
@@ -49,12 +49,17 @@ class InsufficientBalanceError(LedgerError):
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One posting to be made: a signed amount to an account's asset bucket."""
+    """One posting to be made: a signed amount to an account's asset bucket.
+
+    ``cost_delta`` changes the cost base of the (account, asset) position (not a
+    ledger amount: it need not balance); a line may carry only a cost change.
+    """
 
     account_id: int
     asset_id: int
     bucket: str
     amount: Decimal
+    cost_delta: Decimal = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -144,8 +149,14 @@ class LedgerBatch:
         reason: str = "",
         acting_user_id: int | None = None,
     ) -> None:
-        """Apply one balanced entry; raises and applies nothing if it is invalid."""
-        lines = [line for line in lines if line.amount]
+        """Apply one balanced entry; raises and applies nothing if it is invalid.
+
+        Amounts must sum to zero per asset (``UnbalancedEntryError``) and leave no
+        client bucket negative (``InsufficientBalanceError``); the lines' cost
+        deltas change the positions' cost bases. Lines with neither an amount nor
+        a cost change are dropped.
+        """
+        lines = [line for line in lines if line.amount or line.cost_delta]
         totals: dict[int, Decimal] = defaultdict(Decimal)
         for line in lines:
             totals[line.asset_id] += line.amount
@@ -167,13 +178,39 @@ class LedgerBatch:
             name = _BUCKET_FIELDS[bucket]
             setattr(balance, name, getattr(balance, name) + delta)
             self._dirty.add(key)
+        for line in lines:
+            if line.cost_delta:
+                key = (line.account_id, line.asset_id)
+                self.balances[key].cost += line.cost_delta
+                self._dirty.add(key)
         self._entries.append(
             _PendingEntry(kind, lines, reference, reason, acting_user_id)
         )
 
     def adjust_cost(self, account_id: int, asset_id: int, delta: Decimal) -> None:
-        """Change the cost base of a position (not a ledger amount)."""
+        """Change the cost base of a position, as part of the entry posted last.
+
+        The change is recorded on that entry's first line for (account, asset), or
+        on an added line with no amount if it has none, so the cost base stays
+        derivable from the postings (``Posting.cost_delta``). Raises
+        ``LedgerError`` if nothing has been posted since the last ``flush``: a
+        cost change always belongs to the entry that caused it.
+        """
+        if not delta:
+            return
+        if not self._entries:
+            raise LedgerError("adjust_cost needs the entry it belongs to posted first")
+        pending = self._entries[-1]
+        for index, line in enumerate(pending.lines):
+            if (line.account_id, line.asset_id) == (account_id, asset_id):
+                pending.lines[index] = replace(line, cost_delta=line.cost_delta + delta)
+                break
+        else:
+            pending.lines.append(
+                Line(account_id, asset_id, Bucket.AVAILABLE, Decimal(0), delta)
+            )
         self.balances[(account_id, asset_id)].cost += delta
+        self._dirty.add((account_id, asset_id))
         self._dirty.add((account_id, asset_id))
 
     def flush(self) -> list[JournalEntry]:
@@ -198,6 +235,7 @@ class LedgerBatch:
                 asset_id=line.asset_id,
                 bucket=line.bucket,
                 amount=line.amount,
+                cost_delta=line.cost_delta,
             )
             for pending, entry in zip(self._entries, entries, strict=True)
             for line in pending.lines

@@ -138,7 +138,13 @@ class Bucket(models.TextChoices):
 
 
 class JournalEntry(models.Model):
-    """One balanced, immutable ledger transaction: its postings sum to zero per asset."""
+    """One balanced, immutable ledger transaction: its postings sum to zero per asset.
+
+    It says what caused it (``reference``: ``order:12``, ``trade:7``,
+    ``account:3``, ...), who (``acting_user``, empty for the matching worker and
+    batch jobs) and why (``reason``, free text; empty where the kind and reference
+    say it all, e.g. the matcher's trades and releases).
+    """
 
     class Kind(models.TextChoices):
         DEPOSIT = "deposit", "Deposit"
@@ -147,6 +153,7 @@ class JournalEntry(models.Model):
         HOLD = "hold", "Hold for an order"
         RELEASE = "release", "Release of a hold"
         TRADE = "trade", "Trade"
+        BUST = "bust", "Trade bust"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -170,7 +177,14 @@ class JournalEntry(models.Model):
 
 
 class Posting(models.Model):
-    """One line of a journal entry: a signed amount of an asset to an account bucket."""
+    """One line of a journal entry: a signed amount of an asset to an account bucket.
+
+    ``cost_delta`` is the change the entry made to the cost base of the account's
+    position in the asset (average-cost method, in the trading currency; zero for
+    most lines), so the cost base at any past instant is a sum of postings like the
+    quantities are. A line may carry a cost change with no amount (``amount`` 0),
+    never neither.
+    """
 
     entry = models.ForeignKey(
         JournalEntry, on_delete=models.PROTECT, related_name="postings"
@@ -181,12 +195,14 @@ class Posting(models.Model):
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     bucket = models.CharField(max_length=16, choices=Bucket.choices)
     amount = models.DecimalField(**AMOUNT)
+    cost_delta = models.DecimalField(**AMOUNT, default=Decimal(0))
 
     class Meta:
         indexes = [models.Index(fields=["account", "asset", "entry"])]
         constraints = [
             models.CheckConstraint(
-                condition=~Q(amount=0), name="posting_amount_not_zero"
+                condition=~Q(amount=0) | ~Q(cost_delta=0),
+                name="posting_amount_or_cost_not_zero",
             )
         ]
 

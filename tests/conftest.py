@@ -157,6 +157,9 @@ def assert_ledger_balanced() -> None:
         for bucket in ("available", "held", "unsettled"):
             total = postings.filter(bucket=bucket).aggregate(t=Sum("amount"))["t"] or 0
             assert getattr(balance, bucket) == total, (balance, bucket, total)
+        # ... and the cost base equals the postings' cost changes.
+        cost = postings.aggregate(c=Sum("cost_delta"))["c"] or 0
+        assert balance.cost == cost, (balance, "cost", cost)
 
 
 def balance_of(account, asset: Asset) -> Balance:
@@ -172,9 +175,10 @@ def assert_trading_consistent() -> None:
     from exchange.models import Trade
     from oms.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderEvent
 
-    # no fill duplicated: trades, fill events and filled quantities agree
+    # no fill duplicated: trades, fill events and filled quantities agree (a staff
+    # correction is a trade of its own but not a fill of the orders it names)
     traded: dict[int, Decimal] = defaultdict(Decimal)
-    for trade in Trade.objects.all():
+    for trade in Trade.objects.filter(corrected_from__isnull=True):
         traded[trade.buy_order_id] += trade.quantity
         traded[trade.sell_order_id] += trade.quantity
     event_fills = dict(
