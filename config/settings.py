@@ -217,6 +217,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "registry.tasks.ledger_reconcile_task",
         "schedule": 3600.0,
     },
+    # Idempotent and concurrency-safe: a trade is settled once however often it runs.
+    "settlement-run": {
+        "task": "exchange.tasks.settlement_run_task",
+        "schedule": 600.0,
+    },
 }
 
 #: Run one matching thread per market inside the web process (embedded profile).

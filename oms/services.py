@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
+from exchange.fees import FeeRates, buy_cash_needed, fee_rates_for, order_fee_rates
 from exchange.models import Holiday, Market, Symbol, Trade
 from exchange.selectors import symbol_find
 from exchange.streams import publish_on_commit
@@ -28,7 +29,14 @@ from oms.models import (
 )
 from oms.publish import private_messages
 from registry.ledger import InsufficientBalanceError, LedgerBatch, Line
-from registry.models import Account, AccountAccess, Asset, Bucket, JournalEntry
+from registry.models import (
+    Account,
+    AccountAccess,
+    Asset,
+    Balance,
+    Bucket,
+    JournalEntry,
+)
 from registry.services import audit_record
 
 User = AbstractBaseUser | AnonymousUser
@@ -218,13 +226,46 @@ def _protection_price(spec: OrderSpec, symbol: Symbol) -> Decimal:
 
 
 def buy_reservation(
-    *, price: Decimal, quantity: Decimal, market: Market, currency: Asset
+    *,
+    price: Decimal,
+    quantity: Decimal,
+    currency: Asset,
+    rates: FeeRates,
+    accrued: Decimal = Decimal(0),
+    charged: Decimal = Decimal(0),
 ) -> Decimal:
     """Cash held for a buy of ``quantity`` at up to ``price``: the value plus the
-    worst-case fee, rounded up. Fees charged on fills round down, so what a fill
-    consumes never exceeds the part of the reservation it frees."""
-    value = price * quantity
-    return currency.quantize(value) + currency.quantize_up(value * market.max_fee_rate)
+    worst-case fee under ``rates`` given the fee the order has already ``accrued``
+    and been ``charged`` (both zero for a new order). It is exactly the most the
+    fills can consume (``exchange.fees.buy_cash_needed``), so a reservation never
+    runs short and what is left once the order is done is released."""
+    return buy_cash_needed(
+        rates=rates,
+        price=price,
+        quantity=quantity,
+        currency=currency,
+        accrued=accrued,
+        charged=charged,
+    )
+
+
+def order_buy_reservation(
+    order: Order, *, price: Decimal | None = None, quantity: Decimal | None = None
+) -> Decimal:
+    """What an open buy order must hold for its remaining quantity (or
+    ``quantity``) at its price (or ``price``, e.g. an amend), under the rates it
+    was placed with and the fees its fills have accrued and been charged. The
+    order's symbol (with currency) must be loaded."""
+    limit = order.price if price is None else price
+    assert limit is not None
+    return buy_reservation(
+        price=limit,
+        quantity=order.remaining_quantity if quantity is None else quantity,
+        currency=order.symbol.currency,
+        rates=order_fee_rates(order),
+        accrued=order.fee_accrued,
+        charged=order.fees,
+    )
 
 
 def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
@@ -255,10 +296,11 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
             field="quantity",
             status=422,
         )
+    rates = fee_rates_for(market=market, account=account)
     if spec.side == Order.Side.BUY:
         held_asset = symbol.currency
         held_amount = buy_reservation(
-            price=price, quantity=spec.quantity, market=market, currency=held_asset
+            price=price, quantity=spec.quantity, currency=held_asset, rates=rates
         )
     else:
         held_asset = symbol.asset
@@ -275,6 +317,7 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
                 held_asset,
                 held_amount,
                 client_order_id,
+                rates,
             )
     except IntegrityError:
         # A concurrent request with the same client_order_id won the race.
@@ -314,8 +357,12 @@ def _store(
     held_asset: Asset,
     held_amount: Decimal,
     client_order_id: str,
+    rates: FeeRates,
 ) -> Order:
     batch = LedgerBatch([(account.pk, held_asset.pk)])
+    hold_lines, held_unsettled = _hold_lines(
+        account, batch.balance(account.pk, held_asset.pk), spec.side, held_amount
+    )
     order = Order.objects.create(
         account=account,
         symbol=symbol,
@@ -329,15 +376,14 @@ def _store(
         client_order_id=client_order_id,
         held_asset=held_asset,
         held_amount=held_amount,
+        held_unsettled=held_unsettled,
         placed_by_id=user.pk,
+        **rates.as_order_fields(),
     )
     try:
         batch.post(
             kind=JournalEntry.Kind.HOLD,
-            lines=[
-                Line(account.pk, held_asset.pk, Bucket.AVAILABLE, -held_amount),
-                Line(account.pk, held_asset.pk, Bucket.HELD, held_amount),
-            ],
+            lines=hold_lines,
             reference=f"order:{order.pk}",
             acting_user_id=user.pk,
         )
@@ -367,6 +413,28 @@ def _store(
     )
     market_notify(symbol.market.code)
     return order
+
+
+def _hold_lines(
+    account: Account, balance: Balance, side: str, held_amount: Decimal
+) -> tuple[list[Line], Decimal]:
+    """The postings of an order's hold and the part drawn from unsettled cash.
+
+    A hold draws from available; a buy of an account that trades unsettled
+    proceeds draws from available first, then from unsettled cash. Precondition:
+    ``balance`` is locked. If both together fall short the posting raises
+    ``InsufficientBalanceError``.
+    """
+    key = (balance.account_id, balance.asset_id)
+    from_unsettled = Decimal(0)
+    if side == Order.Side.BUY and account.trade_unsettled_proceeds:
+        from_unsettled = max(Decimal(0), held_amount - max(balance.available, 0))
+    lines = [
+        Line(*key, Bucket.AVAILABLE, -(held_amount - from_unsettled)),
+        Line(*key, Bucket.UNSETTLED, -from_unsettled),
+        Line(*key, Bucket.HELD, held_amount),
+    ]
+    return lines, from_unsettled
 
 
 def order_cancel(*, user: User, order_id: int) -> Order:
