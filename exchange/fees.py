@@ -38,6 +38,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 
 from exchange.models import FeeSchedule, Market
 from registry.models import Account, Asset, FeeGroup
@@ -80,13 +81,12 @@ def order_fee_rates(order: Any) -> FeeRates:
 def fee_schedule_for(*, market: Market, account: Account) -> FeeSchedule | None:
     """The schedule that applies to ``account`` on ``market``: its group's, else
     the market's default; ``None`` if the market has neither."""
+    wanted = Q(fee_group__isnull=True)
+    if account.fee_group_id:
+        wanted |= Q(fee_group_id=account.fee_group_id)
     schedules = {
         schedule.fee_group_id: schedule
-        for schedule in FeeSchedule.objects.filter(market=market).filter(
-            fee_group_id__in=[account.fee_group_id, None]
-            if account.fee_group_id
-            else [None]
-        )
+        for schedule in FeeSchedule.objects.filter(wanted, market=market)
     }
     if account.fee_group_id and account.fee_group_id in schedules:
         return schedules[account.fee_group_id]
@@ -200,7 +200,10 @@ def fee_group_save(
     _clean(fee_group)
     with transaction.atomic():
         before = (
-            FeeGroup.objects.select_for_update().filter(pk=fee_group.pk).first()
+            FeeGroup.objects.select_for_update()
+            .filter(pk=fee_group.pk)
+            .order_by()
+            .first()
             if fee_group.pk
             else None
         )
@@ -233,7 +236,10 @@ def fee_schedule_save(
     _clean(schedule)
     with transaction.atomic():
         before = (
-            FeeSchedule.objects.select_for_update().filter(pk=schedule.pk).first()
+            FeeSchedule.objects.select_for_update(of=("self",))
+            .filter(pk=schedule.pk)
+            .order_by()
+            .first()
             if schedule.pk
             else None
         )

@@ -268,6 +268,22 @@ def order_buy_reservation(
     )
 
 
+def order_reservation(
+    *, account: Account, symbol: Symbol, spec: OrderSpec, price: Decimal
+) -> tuple[Asset, Decimal, FeeRates]:
+    """What placing ``spec`` at ``price`` (its limit, or a market order's
+    protection price) would hold, and the fee rates the order would be placed
+    under: a buy holds ``buy_reservation`` of the currency, a sell its quantity of
+    the security."""
+    rates = fee_rates_for(market=symbol.market, account=account)
+    if spec.side == Order.Side.BUY:
+        amount = buy_reservation(
+            price=price, quantity=spec.quantity, currency=symbol.currency, rates=rates
+        )
+        return symbol.currency, amount, rates
+    return symbol.asset, spec.quantity, rates
+
+
 def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
     """Place an order. Returns the stored order (``created=False`` for a resubmission
     of the same ``client_order_id`` and body). Raises ``OrderError``; on error
@@ -296,15 +312,9 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
             field="quantity",
             status=422,
         )
-    rates = fee_rates_for(market=market, account=account)
-    if spec.side == Order.Side.BUY:
-        held_asset = symbol.currency
-        held_amount = buy_reservation(
-            price=price, quantity=spec.quantity, currency=held_asset, rates=rates
-        )
-    else:
-        held_asset = symbol.asset
-        held_amount = spec.quantity
+    held_asset, held_amount, rates = order_reservation(
+        account=account, symbol=symbol, spec=spec, price=price
+    )
     client_order_id = spec.client_order_id or uuid.uuid4().hex
     try:
         with transaction.atomic(durable=True):
