@@ -189,6 +189,8 @@ def _changes(instance: Any, fields: list[str], before: Any) -> dict[str, Any]:
 
 
 def _text(value: object) -> str | None:
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
     return None if value is None else str(value)
 
 

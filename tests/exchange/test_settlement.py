@@ -476,3 +476,123 @@ def test_staff_settle_due_trades_from_the_market_and_trade_pages_audited(
         ),
         (admin_user.pk, str(t2_market.pk), {"as_of": None, "settled": 0, "trades": []}),
     ]
+
+
+def unsettled_within_pending_proceeds() -> None:
+    """Every client's unsettled cash is at most its sale proceeds pending
+    settlement (what keeps settlement exact and never negative)."""
+    from exchange.settlement import unsettled_proceeds_pending
+    from registry.models import Asset, Balance
+
+    for balance in Balance.objects.filter(
+        allow_negative=False, asset__kind=Asset.Kind.CURRENCY
+    ):
+        pending = unsettled_proceeds_pending(
+            account_id=balance.account_id, asset_id=balance.asset_id
+        )
+        assert 0 <= balance.unsettled <= pending, (balance, pending)
+
+
+def test_random_batches_with_unsettled_proceeds_settle_exactly_to_zero(
+    t2_market, symbol
+):
+    import random
+
+    from oms.models import OPEN_STATUSES, OrderRequest
+    from oms.services import OrderError, OrderSpec, order_cancel_queue, order_place
+    from tests.conftest import MatcherThread
+
+    fee_schedule_save(
+        schedule=FeeSchedule(
+            market=t2_market,
+            maker_fee_bps=Decimal(5),
+            taker_fee_bps=Decimal(10),
+            min_fee=Decimal("1.00"),
+        ),
+        acting_user=None,
+    )
+    traders = []
+    for index in range(6):
+        user = factories.user()
+        account = factories.account(user, cash="2000.00", holdings={symbol: "200"})
+        account.trade_unsettled_proceeds = index < 4
+        account.save(update_fields=["trade_unsettled_proceeds"])
+        traders.append((user, account))
+    rng = random.Random(7)
+
+    def random_orders(count):
+        for _ in range(count):
+            user, account = rng.choice(traders)
+            try:
+                order_place(
+                    user=user,
+                    spec=OrderSpec(
+                        account_id=account.pk,
+                        symbol="XSX:XS01",
+                        side=rng.choice(["buy", "sell"]),
+                        type="limit",
+                        time_in_force=rng.choice(["gtc", "gtc", "ioc", "fok"]),
+                        price=Decimal(rng.randint(990, 1010)) / 100,
+                        quantity=Decimal(rng.randint(1, 60)),
+                    ),
+                )
+            except OrderError:
+                pass
+
+    def match():
+        runner = MatcherThread("XSX").start()
+        try:
+            wait_for(
+                lambda: (
+                    not OrderRequest.objects.filter(processed_at__isnull=True).exists()
+                ),
+                timeout=60,
+            )
+        finally:
+            runner.stop()
+        assert_trading_consistent()
+        unsettled_within_pending_proceeds()
+
+    random_orders(150)
+    match()
+    trades = list(Trade.objects.order_by("pk").values_list("pk", flat=True))
+    assert len(trades) > 40
+    # half of the trades settle while orders still hold unsettled cash
+    far = date(2100, 1, 1)
+    assert settlement_run(as_of=far, trade_ids=trades[::2]).failed == []
+    unsettled_within_pending_proceeds()
+    random_orders(100)
+    match()
+    owners = {account.pk: user for user, account in traders}
+    for order in Order.objects.filter(status__in=OPEN_STATUSES):
+        order_cancel_queue(order_id=order.pk, acting_user=owners[order.account_id])
+    match()
+    assert not Order.objects.filter(status__in=OPEN_STATUSES).exists()
+
+    result = settlement_run(as_of=far)
+    assert result.failed == []
+    from registry.models import Balance, Posting
+
+    # the paths under test were taken: holds drawn on unsettled cash, releases
+    # returning to it, and settlements moving less than the proceeds
+    unsettled = Posting.objects.filter(bucket="unsettled")
+    assert unsettled.filter(entry__kind="hold").exists()
+    assert unsettled.filter(entry__kind="release", amount__gt=0).exists()
+    moved = dict(
+        Posting.objects.filter(
+            entry__kind="settle", bucket="available", asset=symbol.currency
+        ).values_list("entry__reference", "amount")
+    )
+    assert any(
+        moved.get(f"trade:{trade.pk}", 0) < trade.value - trade.seller_fee
+        for trade in Trade.objects.all()
+    )
+    assert not Balance.objects.filter(allow_negative=False, unsettled__gt=0).exists()
+    assert not Balance.objects.filter(allow_negative=False, held__gt=0).exists()
+    references = Counter(
+        JournalEntry.objects.filter(kind="settle").values_list("reference", flat=True)
+    )
+    assert references == Counter(
+        {f"trade:{pk}": 1 for pk in Trade.objects.values_list("pk", flat=True)}
+    )
+    assert_trading_consistent()
