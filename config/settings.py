@@ -220,6 +220,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Matching workers also queue their market's expiries when idle; this covers
     # markets whose worker is down.
     "orders-expire": {"task": "oms.tasks.orders_expire_task", "schedule": 15.0},
+    # Idempotent and concurrency-safe: a trade is settled once however often it runs.
+    "settlement-run": {
+        "task": "exchange.tasks.settlement_run_task",
+        "schedule": 600.0,
+    },
 }
 
 #: Run one matching thread per market inside the web process (embedded profile).

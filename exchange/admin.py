@@ -24,13 +24,28 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from exchange.busts import trade_bust, trade_correct
-from exchange.models import PRICE, Holiday, Market, StreamSequence, Symbol, Trade
+from exchange.fees import (
+    fee_group_delete,
+    fee_group_save,
+    fee_schedule_delete,
+    fee_schedule_save,
+)
+from exchange.models import (
+    PRICE,
+    FeeSchedule,
+    Holiday,
+    Market,
+    StreamSequence,
+    Symbol,
+    Trade,
+)
 from exchange.services import (
     MarketStateError,
     market_create,
     market_set_state,
     symbol_issue,
 )
+from exchange.settlement import SettlementResult, settlement_run
 from registry.admin import (
     FORM_TEMPLATE,
     AuditedModelAdmin,
@@ -39,7 +54,7 @@ from registry.admin import (
     form_error_from,
     search_term_id,
 )
-from registry.models import AMOUNT
+from registry.models import AMOUNT, FeeGroup
 from registry.services import RegistryError
 
 #: action -> (past tense for the success message)
@@ -64,7 +79,13 @@ class MarketAdmin(AuditedModelAdmin):
     list_select_related = ["currency"]
     search_fields = ["code", "name"]
     autocomplete_fields = ["currency", "fee_account"]
-    actions = ["halt_markets", "resume_markets", "open_markets", "close_markets"]
+    actions = [
+        "halt_markets",
+        "resume_markets",
+        "open_markets",
+        "close_markets",
+        "settle_due_trades",
+    ]
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Market | None = None
@@ -96,8 +117,21 @@ class MarketAdmin(AuditedModelAdmin):
             taker_fee_bps=obj.taker_fee_bps,
             market_order_collar_percent=obj.market_order_collar_percent,
             fee_account=obj.fee_account,
+            settlement_days=obj.settlement_days,
         )
         adopt_saved(obj, market)
+
+    @admin.action(description="Settle due trades now", permissions=["change"])
+    def settle_due_trades(
+        self, request: HttpRequest, queryset: QuerySet[Market]
+    ) -> None:
+        """``settlement_run`` for the selected markets, as the staff user (audited
+        per market); idempotent, so running it while the beat job runs is safe."""
+        result = settlement_run(
+            acting_user=request.user,
+            market_ids=list(queryset.values_list("pk", flat=True)),
+        )
+        settlement_message(self, request, result)
 
     @admin.action(description="Halt selected markets", permissions=["change"])
     def halt_markets(
@@ -324,6 +358,84 @@ class TradeCorrectForm(forms.Form):
     reason = forms.CharField(max_length=160)
 
 
+def settlement_message(
+    model_admin: admin.ModelAdmin, request: HttpRequest, result: SettlementResult
+) -> None:
+    model_admin.message_user(
+        request, f"Settled {len(result.settled)} due trades.", messages.SUCCESS
+    )
+    if result.failed:
+        model_admin.message_user(
+            request,
+            "Could not settle trades "
+            + ", ".join(str(pk) for pk in result.failed)
+            + " (see the log).",
+            messages.ERROR,
+        )
+
+
+@admin.register(FeeGroup)
+class FeeGroupAdmin(admin.ModelAdmin):
+    """Fee tiers. Accounts join one from the account page; the group's rates per
+    market are fee schedules. Saved and deleted through ``exchange.fees``
+    services (audited); a group in use cannot be deleted."""
+
+    list_display = ["name", "description"]
+    search_fields = ["name"]
+
+    def save_model(
+        self, request: HttpRequest, obj: FeeGroup, form: BaseForm, change: bool
+    ) -> None:
+        adopt_saved(obj, fee_group_save(fee_group=obj, acting_user=request.user))
+
+    def delete_model(self, request: HttpRequest, obj: FeeGroup) -> None:
+        fee_group_delete(fee_group=obj, acting_user=request.user)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[FeeGroup]
+    ) -> None:
+        for fee_group in queryset:
+            fee_group_delete(fee_group=fee_group, acting_user=request.user)
+
+
+@admin.register(FeeSchedule)
+class FeeScheduleAdmin(admin.ModelAdmin):
+    """Maker/taker rates and minimum fee per market and fee group (empty group:
+    the market's default). Saved and deleted through ``exchange.fees`` services
+    (audited); open orders keep the rates they were placed under."""
+
+    list_display = [
+        "market",
+        "fee_group",
+        "maker_fee_bps",
+        "taker_fee_bps",
+        "min_fee",
+    ]
+    list_filter = ["market", "fee_group"]
+    list_select_related = ["market", "fee_group"]
+    search_fields = ["market__code", "fee_group__name"]
+    autocomplete_fields = ["market", "fee_group"]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: FeeSchedule | None = None
+    ) -> list[str]:
+        return ["market"] if obj is not None else []
+
+    def save_model(
+        self, request: HttpRequest, obj: FeeSchedule, form: BaseForm, change: bool
+    ) -> None:
+        adopt_saved(obj, fee_schedule_save(schedule=obj, acting_user=request.user))
+
+    def delete_model(self, request: HttpRequest, obj: FeeSchedule) -> None:
+        fee_schedule_delete(schedule=obj, acting_user=request.user)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[FeeSchedule]
+    ) -> None:
+        for schedule in queryset.select_related("market", "fee_group"):
+            fee_schedule_delete(schedule=schedule, acting_user=request.user)
+
+
 @admin.register(Trade)
 class TradeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -340,18 +452,39 @@ class TradeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "seller",
         "executed_at",
         "busted_at",
+        "settlement_date",
+        "settled_at",
     ]
     list_filter = [
         "aggressor_side",
         "symbol__market",
         ("busted_at", admin.EmptyFieldListFilter),
+        ("settled_at", admin.EmptyFieldListFilter),
+        "settlement_date",
     ]
     list_select_related = ["symbol__market", "buyer", "seller"]
     search_fields = ["symbol__code"]
     search_help_text = "An order id finds the trades of that order."
     show_full_result_count = False
-    actions = ["bust_trades"]
+    actions = ["bust_trades", "settle_due_trades"]
     change_form_template = "admin/xchange/trade_change_form.html"
+
+    def has_settle_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("exchange.change_market"))
+
+    @admin.action(
+        description="Settle the selected due trades now", permissions=["settle"]
+    )
+    def settle_due_trades(
+        self, request: HttpRequest, queryset: QuerySet[Trade]
+    ) -> None:
+        """``settlement_run`` limited to the selected trades whose settlement date
+        has come (others are left), as the staff user (audited per market)."""
+        result = settlement_run(
+            acting_user=request.user,
+            trade_ids=list(queryset.values_list("pk", flat=True)),
+        )
+        settlement_message(self, request, result)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Trade], search_term: str

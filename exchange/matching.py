@@ -35,7 +35,10 @@ from django.utils import timezone
 
 from config.db import bulk_update_rows
 from exchange import engine
+from exchange.calendar import business_days_add, local_date
+from exchange.fees import fill_fee, order_fee_rates
 from exchange.models import Market, Symbol, Trade
+from exchange.settlement import unsettled_proceeds_pending
 from exchange.streams import Message, publish_on_commit, stream_advance, stream_message
 from exchange.wakeup import MarketWaiter
 from exchange.wire import trade_to_wire
@@ -48,7 +51,7 @@ from oms.models import (
     OrderStatus,
 )
 from oms.publish import private_messages
-from oms.services import buy_reservation, orders_expire_due
+from oms.services import order_buy_reservation, orders_expire_due
 from registry.ledger import LedgerBatch, Line
 from registry.models import Account, Bucket, JournalEntry
 from registry.services import system_account
@@ -494,6 +497,13 @@ class _Batch:
         #: traded at.
         self.band_breaches: dict[int, int] = {}
         self.orders_with_later_amends: set[int] = set()
+        #: Ids of the trades this batch created, and the unsettled cash its trades
+        #: credited so far per (account, currency): for releases of holds drawn
+        #: from unsettled cash (``_release``).
+        self.trade_ids: set[int] = set()
+        self.unsettled_credited: defaultdict[tuple[int, int], Decimal] = defaultdict(
+            Decimal
+        )
 
     def _load_orders(self, order_ids: set[int]) -> None:
         missing = order_ids - self.states.keys()
@@ -813,7 +823,9 @@ class _Batch:
                 "filled_quantity",
                 "filled_value",
                 "fees",
+                "fee_accrued",
                 "held_amount",
+                "held_unsettled",
                 "priority",
                 "updated_at",
             ],
@@ -861,13 +873,21 @@ class _Batch:
             return []
         counts = Counter(trades_topic(fill.symbol) for fill in self.fills)
         next_seq = stream_advance(counts)
+        trade_date = local_date(self.market, self.now)
+        days = self.market.settlement_days
+        # T+0 settles at the trade; T+n on the n-th business day after the trade's
+        # date in the market's timezone.
+        settlement_date = (
+            business_days_add(self.market, trade_date, days) if days else trade_date
+        )
+        running: dict[int, tuple[Decimal, Decimal]] = {}
         trades = []
         for fill in self.fills:
             topic = trades_topic(fill.symbol)
             price = fill.symbol.from_ticks(fill.event.price)
             quantity = fill.symbol.from_lots(fill.event.quantity)
             value = fill.symbol.currency.quantize(price * quantity)
-            buyer_fee, seller_fee = self._fees(fill, value)
+            buyer_fee, seller_fee = self._fees(fill, value, running)
             trades.append(
                 Trade(
                     symbol=fill.symbol,
@@ -883,35 +903,57 @@ class _Batch:
                     buyer_id=fill.buy.order.account_id,
                     seller_id=fill.sell.order.account_id,
                     executed_at=self.now,
+                    settlement_date=settlement_date,
+                    settled_at=None if days else self.now,
                 )
             )
             next_seq[topic] += 1
-        return Trade.objects.bulk_create(trades)
+        created = Trade.objects.bulk_create(trades)
+        self.trade_ids.update(trade.pk for trade in created)
+        return created
 
-    def _fees(self, fill: _Fill, value: Decimal) -> tuple[Decimal, Decimal]:
-        """(buyer fee, seller fee): maker/taker rates, rounded down to the currency."""
-        maker, taker = self.market.maker_fee_bps, self.market.taker_fee_bps
-        if not fill.aggressor:
-            # An auction trade: nobody took liquidity; both pay the maker rate.
-            buyer_rate = seller_rate = maker
-        elif fill.aggressor == Order.Side.BUY:
-            buyer_rate, seller_rate = taker, maker
-        else:
-            buyer_rate, seller_rate = maker, taker
-        currency = fill.symbol.currency
-        return (
-            currency.quantize(value * buyer_rate / Decimal(10000)),
-            currency.quantize(value * seller_rate / Decimal(10000)),
-        )
+    def _fees(
+        self,
+        fill: _Fill,
+        value: Decimal,
+        running: dict[int, tuple[Decimal, Decimal]],
+    ) -> tuple[Decimal, Decimal]:
+        """(buyer fee, seller fee) of a fill, by ``exchange.fees``: each order's
+        cumulative fee after the fill (max of its minimum and its accrued rate x
+        value, rounded down) minus what it was charged before, at the rates pinned
+        on the order (taker for the aggressor); the seller's fee is capped at the
+        fill's proceeds. ``running`` carries each order's (accrued, charged)
+        through the batch's fills, in fill order."""
+        fees = []
+        for state, proceeds_cap in ((fill.buy, None), (fill.sell, value)):
+            order = state.order
+            accrued, charged = running.get(order.pk, (order.fee_accrued, order.fees))
+            fee, accrued_after = fill_fee(
+                rates=order_fee_rates(order),
+                is_taker=fill.aggressor == order.side,
+                value=value,
+                accrued=accrued,
+                charged=charged,
+                currency=fill.symbol.currency,
+                proceeds_cap=proceeds_cap,
+            )
+            running[order.pk] = (accrued_after, charged + fee)
+            fees.append(fee)
+        return fees[0], fees[1]
 
     def _post_trade(
         self, ledger: LedgerBatch, fee_account: Account, fill: _Fill, trade: Trade
     ) -> None:
+        """Post one trade: the buyer's cash (value + fee) leaves ``held``, the
+        seller's securities leave ``held``, fees go to the fee account. On a T+0
+        market the seller's proceeds (value - fee) and the buyer's securities land
+        in ``available``; otherwise in ``unsettled`` until ``settlement_run``."""
         symbol = fill.symbol
         currency = symbol.currency
         value = trade.value
         buy, sell = fill.buy.order, fill.sell.order
         buyer_fee, seller_fee = trade.buyer_fee, trade.seller_fee
+        receive = Bucket.AVAILABLE if trade.settled_at else Bucket.UNSETTLED
         seller_position = ledger.balance(sell.account_id, symbol.asset_id)
         cost_out = Decimal(0)
         if seller_position.total:
@@ -922,9 +964,7 @@ class _Batch:
             kind=JournalEntry.Kind.TRADE,
             lines=[
                 Line(buy.account_id, currency.pk, Bucket.HELD, -(value + buyer_fee)),
-                Line(
-                    sell.account_id, currency.pk, Bucket.AVAILABLE, value - seller_fee
-                ),
+                Line(sell.account_id, currency.pk, receive, value - seller_fee),
                 Line(
                     fee_account.pk,
                     currency.pk,
@@ -932,26 +972,27 @@ class _Batch:
                     buyer_fee + seller_fee,
                 ),
                 Line(sell.account_id, symbol.asset_id, Bucket.HELD, -trade.quantity),
-                Line(buy.account_id, symbol.asset_id, Bucket.AVAILABLE, trade.quantity),
+                Line(buy.account_id, symbol.asset_id, receive, trade.quantity),
             ],
             reference=f"trade:{trade.pk}",
         )
+        if receive == Bucket.UNSETTLED:
+            self.unsettled_credited[(sell.account_id, currency.pk)] += (
+                value - seller_fee
+            )
         ledger.adjust_cost(buy.account_id, symbol.asset_id, value + buyer_fee)
         ledger.adjust_cost(sell.account_id, symbol.asset_id, -cost_out)
+        self._charge_fee(fill, buy, value, buyer_fee)
+        self._charge_fee(fill, sell, value, seller_fee)
         buy.held_amount -= value + buyer_fee
-        buy.fees += buyer_fee
+        # Fills spend the part of the hold drawn from unsettled cash first.
+        buy.held_unsettled -= min(buy.held_unsettled, value + buyer_fee)
         sell.held_amount -= trade.quantity
-        sell.fees += seller_fee
         if fill.buy_remaining and self._frees_per_fill(fill.buy):
-            # Keep exactly what the unfilled rest needs; free the price improvement.
+            # Keep exactly what the unfilled rest can still need (fees accrued and
+            # charged so far included); free the rest, e.g. price improvement.
             # (Whatever a terminal order still holds is released after all fills.)
-            assert buy.price is not None
-            needed = buy_reservation(
-                price=buy.price,
-                quantity=fill.buy_remaining,
-                market=self.market,
-                currency=currency,
-            )
+            needed = order_buy_reservation(buy, quantity=fill.buy_remaining)
             if buy.held_amount > needed:
                 self._release(ledger, fill.buy, buy.held_amount - needed)
 
@@ -969,13 +1010,7 @@ class _Batch:
         if order.is_terminal or order.pk in self.orders_with_later_amends:
             return
         if order.side == Order.Side.BUY:
-            assert order.price is not None
-            needed = buy_reservation(
-                price=order.price,
-                quantity=order.remaining_quantity,
-                market=self.market,
-                currency=order.symbol.currency,
-            )
+            needed = order_buy_reservation(order)
         else:
             needed = order.remaining_quantity
         if order.held_amount > needed:
@@ -985,20 +1020,66 @@ class _Batch:
                 "order %s holds %s, needs %s", order.pk, order.held_amount, needed
             )
 
+    def _charge_fee(
+        self, fill: _Fill, order: Order, value: Decimal, fee: Decimal
+    ) -> None:
+        """Record a fill's fee on the order (its accrued fee as ``_fees`` computed
+        it for the same fill, in the same order)."""
+        _, accrued_after = fill_fee(
+            rates=order_fee_rates(order),
+            is_taker=fill.aggressor == order.side,
+            value=value,
+            accrued=order.fee_accrued,
+            charged=order.fees,
+            currency=fill.symbol.currency,
+        )
+        order.fee_accrued = accrued_after
+        order.fees += fee
+
     def _release(
         self, ledger: LedgerBatch, state: _OrderState, amount: Decimal
     ) -> None:
+        """Release ``amount`` of an order's hold.
+
+        The part of the hold drawn from unsettled cash stays in the hold as long
+        as it can; the part of it released goes back to ``unsettled`` as far as
+        the account's unsettled sale proceeds still pending settlement have room
+        for it (what they no longer cover has settled meanwhile, so it is
+        available), the rest to ``available``.
+        """
         order = state.order
+        key = (order.account_id, order.held_asset_id)
+        from_unsettled = max(
+            Decimal(0), order.held_unsettled - (order.held_amount - amount)
+        )
+        to_unsettled = (
+            min(from_unsettled, self._unsettled_room(ledger, key))
+            if from_unsettled
+            else Decimal(0)
+        )
         ledger.post(
             kind=JournalEntry.Kind.RELEASE,
             lines=[
-                Line(order.account_id, order.held_asset_id, Bucket.HELD, -amount),
-                Line(order.account_id, order.held_asset_id, Bucket.AVAILABLE, amount),
+                Line(*key, Bucket.HELD, -amount),
+                Line(*key, Bucket.AVAILABLE, amount - to_unsettled),
+                Line(*key, Bucket.UNSETTLED, to_unsettled),
             ],
             reference=f"order:{order.pk}",
         )
         order.held_amount -= amount
+        order.held_unsettled -= from_unsettled
         state.changed = True
+
+    def _unsettled_room(self, ledger: LedgerBatch, key: tuple[int, int]) -> Decimal:
+        """How much more unsettled cash the account may hold: its sale proceeds
+        still pending settlement (earlier batches' trades, plus what this batch
+        credited so far) minus its unsettled bucket now."""
+        account_id, asset_id = key
+        pending = unsettled_proceeds_pending(
+            account_id=account_id, asset_id=asset_id, exclude_ids=self.trade_ids
+        )
+        pending += self.unsettled_credited[key]
+        return max(Decimal(0), pending - ledger.balance(*key).unsettled)
 
     def _market_messages(self, trades: list[Trade]) -> list[Message]:
         messages: list[Message] = []

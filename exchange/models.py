@@ -5,11 +5,11 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from registry.models import AMOUNT, Account, Asset
+from registry.models import AMOUNT, Account, Asset, FeeGroup
 
 PRICE = {"max_digits": 20, "decimal_places": 8}
 
@@ -72,6 +72,11 @@ class Market(models.Model):
             ("cancel_both", "Cancel both"),
         ],
     )
+    #: Business days from a trade to its settlement (0: settled at the trade, T+0;
+    #: equities are usually 2, T+2). Counted by ``exchange.calendar``.
+    settlement_days = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(30)]
+    )
 
     class Meta:
         ordering = ["code"]
@@ -95,6 +100,76 @@ class Market(models.Model):
     @property
     def max_fee_rate(self) -> Decimal:
         return max(self.maker_fee_bps, self.taker_fee_bps) / Decimal(10000)
+
+
+BPS = {"max_digits": 8, "decimal_places": 4}
+
+
+class FeeSchedule(models.Model):
+    """Maker/taker rates and a minimum fee per order on a market, for one fee group
+    (``fee_group`` empty: the market's default for accounts without a group
+    schedule). ``min_fee`` is in the market's currency; see ``exchange.fees`` for
+    how an order's fee is computed and reserved."""
+
+    market = models.ForeignKey(
+        Market, on_delete=models.CASCADE, related_name="fee_schedules"
+    )
+    fee_group = models.ForeignKey(
+        FeeGroup,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="fee_schedules",
+        help_text="Empty: the market's default schedule.",
+    )
+    maker_fee_bps = models.DecimalField(**BPS, default=Decimal(0))
+    taker_fee_bps = models.DecimalField(**BPS, default=Decimal(0))
+    #: The least an order pays once it has any fill, in the market's currency.
+    min_fee = models.DecimalField(**AMOUNT, default=Decimal(0))
+
+    class Meta:
+        ordering = ["market__code", "fee_group__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["market", "fee_group"],
+                condition=Q(fee_group__isnull=False),
+                name="fee_schedule_unique_group",
+            ),
+            models.UniqueConstraint(
+                fields=["market"],
+                condition=Q(fee_group__isnull=True),
+                name="fee_schedule_one_default",
+            ),
+            models.CheckConstraint(
+                condition=Q(maker_fee_bps__gte=0)
+                & Q(taker_fee_bps__gte=0)
+                & Q(maker_fee_bps__lt=10000)
+                & Q(taker_fee_bps__lt=10000)
+                & Q(min_fee__gte=0),
+                name="fee_schedule_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        group = self.fee_group.name if self.fee_group_id else "default"
+        return f"{self.market.code} {group}"
+
+    def clean(self) -> None:
+        errors = {}
+        for name in ("maker_fee_bps", "taker_fee_bps"):
+            value = getattr(self, name)
+            if value is not None and not Decimal(0) <= value < Decimal(10000):
+                errors[name] = "A rate is between 0 and 9999.9999 basis points."
+        if self.min_fee is not None:
+            if self.min_fee < 0:
+                errors["min_fee"] = "The minimum fee cannot be negative."
+            elif self.market_id and not self.market.currency.is_on_grid(self.min_fee):
+                errors["min_fee"] = (
+                    f"The minimum fee has more than {self.market.currency.scale} "
+                    f"decimal places ({self.market.currency.code})."
+                )
+        if errors:
+            raise ValidationError(errors)
 
 
 class Symbol(models.Model):
@@ -261,6 +336,12 @@ class Trade(models.Model):
         on_delete=models.PROTECT,
         related_name="corrections",
     )
+    #: The business day the trade settles: the trade's date in the market's
+    #: timezone plus the market's ``settlement_days`` (``exchange.calendar``).
+    settlement_date = models.DateField()
+    #: When the unsettled cash and holdings moved to available (at the trade
+    #: itself on a T+0 market); empty while the trade is unsettled.
+    settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -268,6 +349,18 @@ class Trade(models.Model):
             models.UniqueConstraint(fields=["symbol", "seq"], name="trade_seq_unique"),
             models.CheckConstraint(
                 condition=Q(quantity__gt=0) & Q(price__gt=0), name="trade_positive"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["settlement_date", "id"],
+                name="trade_unsettled_due",
+                condition=Q(settled_at__isnull=True),
+            ),
+            models.Index(
+                fields=["seller"],
+                name="trade_unsettled_seller",
+                condition=Q(settled_at__isnull=True),
             ),
         ]
 

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.fields import DecimalStringField
+from oms.estimate import estimate_to_wire, order_estimate
 from oms.models import Order, OrderStatus
 from oms.services import (
     AmendSpec,
@@ -150,6 +151,39 @@ class OrderSerializer(serializers.Serializer[Order]):
         return order_to_wire(instance)
 
 
+class FeeScheduleSerializer(serializers.Serializer[Any]):
+    maker_fee_bps = serializers.CharField()
+    taker_fee_bps = serializers.CharField()
+    min_fee = serializers.CharField()
+
+
+class ReservationSerializer(serializers.Serializer[Any]):
+    asset = serializers.CharField()
+    amount = serializers.CharField()
+
+
+class OrderEstimateSerializer(serializers.Serializer[Any]):
+    """The response of ``POST /api/v1/orders/estimate`` (schema only)."""
+
+    account = serializers.IntegerField()
+    symbol = serializers.CharField()
+    side = serializers.ChoiceField(choices=Order.Side.choices)
+    type = serializers.ChoiceField(choices=Order.Type.choices)
+    time_in_force = serializers.ChoiceField(choices=Order.TimeInForce.choices)
+    quantity = serializers.CharField()
+    price = serializers.CharField(help_text="The limit, or the protection price.")
+    price_basis = serializers.ChoiceField(choices=["limit", "protection"])
+    currency = serializers.CharField()
+    value = serializers.CharField()
+    fees = serializers.CharField(help_text="Worst case: the higher rate, minimum.")
+    fees_at_taker_rate = serializers.CharField()
+    total = serializers.CharField(help_text="Buy: value + fees; sell: value - fees.")
+    fee_schedule = FeeScheduleSerializer()
+    reservation = ReservationSerializer()
+    available = serializers.CharField()
+    sufficient = serializers.BooleanField()
+
+
 class OrderViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Order]
 ):
@@ -186,6 +220,18 @@ class OrderViewSet(
             order_to_wire(result.order),
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
+
+    @extend_schema(
+        request=OrderRequestSerializer, responses={200: OrderEstimateSerializer}
+    )
+    @action(detail=False, methods=["post"], url_path="estimate")
+    def estimate(self, request: Request) -> Response:
+        """The value, fees, total and reservation of an order, without placing it
+        (validated like a placement; nothing is written)."""
+        body = OrderRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        result = order_estimate(user=request.user, spec=body.to_spec())
+        return Response(estimate_to_wire(result))
 
     @extend_schema(responses={202: OrderSerializer})
     def destroy(self, request: Request, pk: str) -> Response:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from exchange.models import PRICE, Market, Symbol
+from exchange.models import BPS, PRICE, Market, Symbol
 from registry.models import AMOUNT, Account, Asset
 
 
@@ -129,6 +129,14 @@ class Order(models.Model):
     filled_quantity = models.DecimalField(**AMOUNT, default=Decimal(0))
     filled_value = models.DecimalField(**AMOUNT, default=Decimal(0))
     fees = models.DecimalField(**AMOUNT, default=Decimal(0))
+    # The fee schedule the order was placed (and reserved) under: later changes to
+    # schedules or the account's group do not apply to it (see exchange.fees).
+    maker_fee_bps = models.DecimalField(**BPS, default=Decimal(0))
+    taker_fee_bps = models.DecimalField(**BPS, default=Decimal(0))
+    min_fee = models.DecimalField(**AMOUNT, default=Decimal(0))
+    #: Sum of rate x value over the order's fills so far (unrounded); ``fees`` is
+    #: max(min_fee, fee_accrued) rounded down once the order has a fill.
+    fee_accrued = models.DecimalField(**AMOUNT, default=Decimal(0))
     status = models.CharField(
         max_length=20, choices=OrderStatus.choices, default=OrderStatus.PENDING
     )
@@ -136,6 +144,9 @@ class Order(models.Model):
     client_order_id = models.CharField(max_length=64)
     held_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     held_amount = models.DecimalField(**AMOUNT, default=Decimal(0))
+    #: The part of ``held_amount`` drawn from unsettled cash (accounts trading
+    #: unsettled proceeds); fills spend it first, a release returns it.
+    held_unsettled = models.DecimalField(**AMOUNT, default=Decimal(0))
     #: Time priority on the book: the inbox sequence at which it last entered.
     priority = models.BigIntegerField(null=True, blank=True)
     placed_by = models.ForeignKey(
@@ -162,6 +173,11 @@ class Order(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(held_amount__gte=0), name="order_held_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(held_unsettled__gte=0)
+                & Q(held_unsettled__lte=F("held_amount")),
+                name="order_held_unsettled_within_held",
             ),
         ]
         indexes = [

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
+from exchange.fees import FeeRates, buy_cash_needed, fee_rates_for, order_fee_rates
 from exchange.models import Holiday, Market, Symbol, Trade
 from exchange.selectors import symbol_find
 from exchange.streams import publish_on_commit
@@ -31,7 +32,14 @@ from oms.models import (
 )
 from oms.publish import private_messages
 from registry.ledger import InsufficientBalanceError, LedgerBatch, Line
-from registry.models import Account, AccountAccess, Asset, Bucket, JournalEntry
+from registry.models import (
+    Account,
+    AccountAccess,
+    Asset,
+    Balance,
+    Bucket,
+    JournalEntry,
+)
 from registry.services import audit_record
 
 User = AbstractBaseUser | AnonymousUser
@@ -453,36 +461,62 @@ def _protection_price(spec: OrderSpec, symbol: Symbol) -> Decimal:
 
 
 def buy_reservation(
-    *, price: Decimal, quantity: Decimal, market: Market, currency: Asset
+    *,
+    price: Decimal,
+    quantity: Decimal,
+    currency: Asset,
+    rates: FeeRates,
+    accrued: Decimal = Decimal(0),
+    charged: Decimal = Decimal(0),
 ) -> Decimal:
     """Cash held for a buy of ``quantity`` at up to ``price``: the value plus the
-    worst-case fee, rounded up. Fees charged on fills round down, so what a fill
-    consumes never exceeds the part of the reservation it frees."""
-    value = price * quantity
-    return currency.quantize(value) + currency.quantize_up(value * market.max_fee_rate)
+    worst-case fee under ``rates`` given the fee the order has already ``accrued``
+    and been ``charged`` (both zero for a new order). It is exactly the most the
+    fills can consume (``exchange.fees.buy_cash_needed``), so a reservation never
+    runs short and what is left once the order is done is released."""
+    return buy_cash_needed(
+        rates=rates,
+        price=price,
+        quantity=quantity,
+        currency=currency,
+        accrued=accrued,
+        charged=charged,
+    )
 
 
-def _reservation(
-    spec: OrderSpec, symbol: Symbol, price: Decimal
-) -> tuple[Asset, Decimal]:
-    """What placing the order holds: cash for a buy (at its limit or protection
-    price, with the worst-case fee), the security for a sell."""
-    if price * spec.quantity >= MAX_ORDER_VALUE:
-        raise OrderError(
-            "order_too_large",
-            f"The order's value must be below {MAX_ORDER_VALUE:,}.",
-            field="quantity",
-            status=422,
-        )
+def order_buy_reservation(
+    order: Order, *, price: Decimal | None = None, quantity: Decimal | None = None
+) -> Decimal:
+    """What an open buy order must hold for its remaining quantity (or
+    ``quantity``) at its price (or ``price``, e.g. an amend), under the rates it
+    was placed with and the fees its fills have accrued and been charged. The
+    order's symbol (with currency) must be loaded."""
+    limit = order.price if price is None else price
+    assert limit is not None
+    return buy_reservation(
+        price=limit,
+        quantity=order.remaining_quantity if quantity is None else quantity,
+        currency=order.symbol.currency,
+        rates=order_fee_rates(order),
+        accrued=order.fee_accrued,
+        charged=order.fees,
+    )
+
+
+def order_reservation(
+    *, account: Account, symbol: Symbol, spec: OrderSpec, price: Decimal
+) -> tuple[Asset, Decimal, FeeRates]:
+    """What placing ``spec`` at ``price`` (its limit, or a market order's
+    protection price) would hold, and the fee rates the order would be placed
+    under: a buy holds ``buy_reservation`` of the currency, a sell its quantity of
+    the security."""
+    rates = fee_rates_for(market=symbol.market, account=account)
     if spec.side == Order.Side.BUY:
         amount = buy_reservation(
-            price=price,
-            quantity=spec.quantity,
-            market=symbol.market,
-            currency=symbol.currency,
+            price=price, quantity=spec.quantity, currency=symbol.currency, rates=rates
         )
-        return symbol.currency, amount
-    return symbol.asset, spec.quantity
+        return symbol.currency, amount, rates
+    return symbol.asset, spec.quantity, rates
 
 
 def day_order_expiry(market: Market, now: datetime) -> datetime:
@@ -493,6 +527,24 @@ def day_order_expiry(market: Market, now: datetime) -> datetime:
         local.date() + timedelta(days=1), time(0), tzinfo=market.tzinfo
     )
     return midnight
+
+
+def order_vet(spec: OrderSpec, symbol: Symbol) -> Decimal:
+    """Validate ``spec`` and vet it against the market now; return the price it
+    would be placed at (its limit, or its protection price). Raises
+    ``OrderError``; reads only."""
+    _validate_spec(spec, symbol, timezone.now())
+    market_check_trading(symbol.market, symbol)
+    price = spec.price if spec.type in LIMIT_TYPES else _protection_price(spec, symbol)
+    assert price is not None
+    if price * spec.quantity >= MAX_ORDER_VALUE:
+        raise OrderError(
+            "order_too_large",
+            f"The order's value must be below {MAX_ORDER_VALUE:,}.",
+            field="quantity",
+            status=422,
+        )
+    return price
 
 
 def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
@@ -509,13 +561,10 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
         if existing is not None:
             return existing
     symbol = symbol_resolve(spec.symbol)
-    now = timezone.now()
-    _validate_spec(spec, symbol, now)
-    market = symbol.market
-    market_check_trading(market, symbol)
-    price = spec.price if spec.type in LIMIT_TYPES else _protection_price(spec, symbol)
-    assert price is not None
-    held_asset, held_amount = _reservation(spec, symbol, price)
+    price = order_vet(spec, symbol)
+    held_asset, held_amount, rates = order_reservation(
+        account=account, symbol=symbol, spec=spec, price=price
+    )
     client_order_id = spec.client_order_id or uuid.uuid4().hex
     try:
         with transaction.atomic(durable=True):
@@ -528,6 +577,7 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
                 held_asset,
                 held_amount,
                 client_order_id,
+                rates,
             )
     except IntegrityError:
         # A concurrent request with the same client_order_id won the race.
@@ -591,6 +641,7 @@ def _store(
     held_asset: Asset,
     held_amount: Decimal,
     client_order_id: str,
+    rates: FeeRates,
 ) -> Order:
     market = symbol.market
     partner = _oco_partner(account, symbol, spec.oco_with) if spec.oco_with else None
@@ -598,6 +649,9 @@ def _store(
     if spec.time_in_force == Order.TimeInForce.DAY:
         expire_at = day_order_expiry(market, timezone.now())
     batch = LedgerBatch([(account.pk, held_asset.pk)])
+    hold_lines, held_unsettled = _hold_lines(
+        account, batch.balance(account.pk, held_asset.pk), spec.side, held_amount
+    )
     order = Order.objects.create(
         account=account,
         symbol=symbol,
@@ -622,12 +676,22 @@ def _store(
         client_order_id=client_order_id,
         held_asset=held_asset,
         held_amount=held_amount,
+        held_unsettled=held_unsettled,
         placed_by_id=user.pk,
+        **rates.as_order_fields(),
     )
     if partner is not None:
         partner.oco_with = order
         partner.save(update_fields=["oco_with", "updated_at"])
-    _hold(batch, account, held_asset, held_amount, f"order:{order.pk}", user)
+    try:
+        batch.post(
+            kind=JournalEntry.Kind.HOLD,
+            lines=hold_lines,
+            reference=f"order:{order.pk}",
+            acting_user_id=user.pk,
+        )
+    except InsufficientBalanceError as error:
+        raise _short(held_asset, held_amount, error) from error
     batch.flush()
     publish_on_commit(
         private_messages(orders=[order], balances=batch.balances.values())
@@ -668,13 +732,41 @@ def _hold(
             acting_user_id=user.pk,
         )
     except InsufficientBalanceError as error:
-        is_cash = asset.kind == Asset.Kind.CURRENCY
-        raise OrderError(
-            "insufficient_funds" if is_cash else "insufficient_holdings",
-            f"{amount.normalize():f} {asset.code} needed, "
-            f"{(amount - error.shortfall).normalize():f} available.",
-            status=422,
-        ) from error
+        raise _short(asset, amount, error) from error
+
+
+def _short(
+    asset: Asset, amount: Decimal, error: InsufficientBalanceError
+) -> OrderError:
+    is_cash = asset.kind == Asset.Kind.CURRENCY
+    return OrderError(
+        "insufficient_funds" if is_cash else "insufficient_holdings",
+        f"{amount.normalize():f} {asset.code} needed, "
+        f"{(amount - error.shortfall).normalize():f} available.",
+        status=422,
+    )
+
+
+def _hold_lines(
+    account: Account, balance: Balance, side: str, held_amount: Decimal
+) -> tuple[list[Line], Decimal]:
+    """The postings of an order's hold and the part drawn from unsettled cash.
+
+    A hold draws from available; a buy of an account that trades unsettled
+    proceeds draws from available first, then from unsettled cash. Precondition:
+    ``balance`` is locked. If both together fall short the posting raises
+    ``InsufficientBalanceError``.
+    """
+    key = (balance.account_id, balance.asset_id)
+    from_unsettled = Decimal(0)
+    if side == Order.Side.BUY and account.trade_unsettled_proceeds:
+        from_unsettled = max(Decimal(0), held_amount - max(balance.available, 0))
+    lines = [
+        Line(*key, Bucket.AVAILABLE, -(held_amount - from_unsettled)),
+        Line(*key, Bucket.UNSETTLED, -from_unsettled),
+        Line(*key, Bucket.HELD, held_amount),
+    ]
+    return lines, from_unsettled
 
 
 def order_cancel(*, user: User, order_id: int) -> Order:
@@ -849,12 +941,6 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
             price = _collared(symbol, order.side, amend.stop_price)
         assert price is not None
         if order.side == Order.Side.BUY:
-            needed = buy_reservation(
-                price=price,
-                quantity=remaining,
-                market=symbol.market,
-                currency=symbol.currency,
-            )
             if price * remaining >= MAX_ORDER_VALUE:
                 raise OrderError(
                     "order_too_large",
@@ -862,6 +948,7 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
                     field="quantity",
                     status=422,
                 )
+            needed = order_buy_reservation(order, price=price, quantity=remaining)
         else:
             needed = remaining
         if needed > order.held_amount:

@@ -324,11 +324,19 @@ CREDITS = {
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ["number", "name", "kind", "status", "currency", "created_at"]
-    list_filter = ["kind", "status"]
-    list_select_related = ["currency"]
+    list_display = [
+        "number",
+        "name",
+        "kind",
+        "status",
+        "currency",
+        "fee_group",
+        "created_at",
+    ]
+    list_filter = ["kind", "status", "fee_group", "trade_unsettled_proceeds"]
+    list_select_related = ["currency", "fee_group"]
     search_fields = ["number", "name"]
-    autocomplete_fields = ["currency"]
+    autocomplete_fields = ["currency", "fee_group"]
     change_form_template = "admin/xchange/account_change_form.html"
 
     def get_inlines(self, request: HttpRequest, obj: Account | None) -> list[Any]:
@@ -339,7 +347,16 @@ class AccountAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Account | None = None) -> list[str]:
         if obj is None:
             return ["number", "name", "currency"]
-        return ["number", "name", "kind", "status", "currency", "created_at"]
+        return [
+            "number",
+            "name",
+            "kind",
+            "status",
+            "currency",
+            "fee_group",
+            "trade_unsettled_proceeds",
+            "created_at",
+        ]
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Account | None = None

@@ -51,6 +51,20 @@ class Asset(models.Model):
         return amount == amount.quantize(self.unit)
 
 
+class FeeGroup(models.Model):
+    """A fee tier: accounts in the group pay the group's fee schedule on each market
+    that has one (``exchange.FeeSchedule``), else the market's default."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Account(models.Model):
     """A client account, or one of the operator's own system accounts.
 
@@ -80,6 +94,17 @@ class Account(models.Model):
     users = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="AccountAccess", related_name="accounts"
     )
+    #: The fee tier; ``None``: the markets' default schedules.
+    fee_group = models.ForeignKey(
+        FeeGroup,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="accounts",
+    )
+    #: Buying power for buys includes unsettled sale proceeds (holds draw from
+    #: available cash first, then from unsettled cash).
+    trade_unsettled_proceeds = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -154,6 +179,7 @@ class JournalEntry(models.Model):
         RELEASE = "release", "Release of a hold"
         TRADE = "trade", "Trade"
         BUST = "bust", "Trade bust"
+        SETTLE = "settle", "Settlement of a trade"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -32,6 +32,8 @@ def trade(symbol, alice_account, bob_account):
         buyer=bob_account,
         seller=alice_account,
         executed_at=timezone.now(),
+        settlement_date=timezone.now().date(),
+        settled_at=timezone.now(),
     )
 
 
@@ -110,16 +112,18 @@ def test_adding_a_market_goes_through_market_create(admin_client, admin_user):
             "maker_fee_bps": "1.5",
             "taker_fee_bps": "3",
             "market_order_collar_percent": "10",
+            "settlement_days": "2",
         },
     )
 
     assert response.status_code == 302
     market = Market.objects.get(code="XNZ")
-    assert (market.state, market.timezone, market.taker_fee_bps) == (
-        "open",
-        "Pacific/Auckland",
-        Decimal(3),
-    )
+    assert (
+        market.state,
+        market.timezone,
+        market.taker_fee_bps,
+        market.settlement_days,
+    ) == ("open", "Pacific/Auckland", Decimal(3), 2)
     assert audit_trail(market) == [("market_create", admin_user.pk)]
 
 

@@ -62,6 +62,8 @@ def make_trade(symbol, account, seq, at, price, quantity) -> Trade:
         buyer=account,
         seller=account,
         executed_at=at,
+        settlement_date=at.date(),
+        settled_at=at,
     )
 
 

@@ -27,8 +27,8 @@ from oms.services import (
     AmendSpec,
     OrderError,
     OrderSpec,
-    buy_reservation,
     order_amend,
+    order_buy_reservation,
     order_cancel,
     order_place,
 )
@@ -47,13 +47,7 @@ def open_order_needs(order: Order) -> Decimal:
     """What an open order must hold for its unfilled rest."""
     if order.side == Order.Side.SELL:
         return order.remaining_quantity
-    assert order.price is not None
-    return buy_reservation(
-        price=order.price,
-        quantity=order.remaining_quantity,
-        market=order.market,
-        currency=order.symbol.currency,
-    )
+    return order_buy_reservation(order)
 
 
 def assert_money_invariants() -> None:
