@@ -82,6 +82,9 @@ class Order:
         self.visible: int = 0
         self.owner: int = 0
         self.parked: bool = False
+        # Fired by a stop check, waiting in this command's queue (still live:
+        # an OCO partner's fill can cancel it before its turn).
+        self.queued: bool = False
         self.stop_price: int | None = None
         self.trigger: TriggerRef = TriggerRef.LAST
         self.trail_amount: int | None = None
@@ -138,7 +141,7 @@ class ReferenceBook:
 
     def parked(self) -> list[Order]:
         """Parked stops, oldest first."""
-        found = [o for o in self.orders if o.parked]
+        found = [o for o in self.orders if o.parked and not o.queued]
         found.sort(key=lambda o: o.priority)
         return found
 
@@ -217,16 +220,28 @@ class ReferenceBook:
         self,
         order_type: OrderType,
         stop_price: object,
+        trigger: TriggerRef,
         trail_amount: object,
         trail_bps: object,
+        *,
+        restoring: bool = False,
     ) -> RejectReason | None:
+        """INVALID_STOP for stop fields that do not fit the order type.
+
+        A non-default ``trigger`` counts as a stop field.  A restored trailing
+        stop comes back with its current level as ``stop_price`` (any int: a
+        sell stop may have trailed to zero or below).
+        """
         if order_type in (STOP, STOP_LIMIT):
             if not (is_int(stop_price) and stop_price > 0):  # type: ignore[operator]
                 return RejectReason.INVALID_STOP
             if trail_amount is not None or trail_bps is not None:
                 return RejectReason.INVALID_STOP
         elif order_type is TRAILING_STOP:
-            if stop_price is not None:
+            if restoring:
+                if not is_int(stop_price):
+                    return RejectReason.INVALID_STOP
+            elif stop_price is not None:
                 return RejectReason.INVALID_STOP
             if (trail_amount is None) == (trail_bps is None):
                 return RejectReason.INVALID_STOP
@@ -239,9 +254,22 @@ class ReferenceBook:
             ):
                 return RejectReason.INVALID_STOP
         elif (
-            stop_price is not None or trail_amount is not None or trail_bps is not None
+            stop_price is not None
+            or trail_amount is not None
+            or trail_bps is not None
+            or trigger is not TriggerRef.LAST
         ):
             return RejectReason.INVALID_STOP
+        return None
+
+    def tif_error(
+        self, order_type: OrderType, time_in_force: TimeInForce
+    ) -> RejectReason | None:
+        if order_type in (MARKET, STOP, TRAILING_STOP):
+            if time_in_force not in IMMEDIATE_TIFS:
+                return RejectReason.INVALID_TIME_IN_FORCE
+        if order_type is MARKET_TO_LIMIT and time_in_force not in RESTING_TIFS:
+            return RejectReason.INVALID_TIME_IN_FORCE
         return None
 
     def price_error(self, order_type: OrderType, price: object) -> RejectReason | None:
@@ -262,15 +290,10 @@ class ReferenceBook:
         if error:
             return error
         error = self.stop_fields_error(
-            c.order_type, c.stop_price, c.trail_amount, c.trail_bps
-        )
+            c.order_type, c.stop_price, c.trigger, c.trail_amount, c.trail_bps
+        ) or self.tif_error(c.order_type, c.time_in_force)
         if error:
             return error
-        if c.order_type in (MARKET, STOP, TRAILING_STOP):
-            if c.time_in_force not in IMMEDIATE_TIFS:
-                return RejectReason.INVALID_TIME_IN_FORCE
-        if c.order_type is MARKET_TO_LIMIT and c.time_in_force not in RESTING_TIFS:
-            return RejectReason.INVALID_TIME_IN_FORCE
         resting_limit = c.order_type is LIMIT and c.time_in_force in RESTING_TIFS
         if c.display_quantity is not None:
             if not resting_limit:
@@ -506,12 +529,16 @@ class ReferenceBook:
         self.oco_cancel(order, events)
 
     def oco_cancel(self, order: Order, events: list[Event]) -> None:
-        """``order`` was filled, fired, cancelled or expired: drop its partner."""
+        """``order`` was filled, fired, cancelled or expired: drop its partner.
+
+        A restored order may name a partner not restored yet (a pending
+        link); only a live partner that names it back is cancelled.
+        """
         if order.oco_with is None:
             return
         partner = self.find(order.oco_with)
         order.oco_with = None
-        if partner is None:
+        if partner is None or partner.oco_with != order.order_id:
             return
         partner.oco_with = None
         self.remove(partner, CancelReason.OCO, events)
@@ -622,15 +649,18 @@ class ReferenceBook:
             priority=self.stamp(),
         )
         if c.oco_with is not None:
+            # Linked now if the partner is back already, else pending until
+            # it is restored naming this order.
+            order.oco_with = c.oco_with
             partner = self.find(c.oco_with)
-            assert partner is not None
-            partner.oco_with = order.order_id
-            order.oco_with = partner.order_id
+            if partner is not None:
+                partner.oco_with = order.order_id
         if order.order_type in STOP_TYPES:
             order.parked = True
             self.orders.append(order)
             events.append(Waiting(order.order_id, order.stop_price))  # type: ignore[arg-type]
             return
+        order.order_type = LIMIT  # a MARKET_TO_LIMIT remainder rests as a limit
         if c.visible is not None:
             order.visible = c.visible
         elif c.display_quantity is not None:
@@ -649,55 +679,65 @@ class ReferenceBook:
         )
 
     def restore_error(self, c: RestoreOrder) -> RejectReason | None:
+        """Reading: the NewOrder checks in the same order, with what a stored
+        order may legitimately look like (a trailing stop's current level; an
+        iceberg showing all it has left, ``display >= quantity``)."""
         if self.find(c.order_id) is not None:
             return RejectReason.DUPLICATE_ORDER_ID
         if not (is_int(c.quantity) and c.quantity > 0):
             return RejectReason.INVALID_QUANTITY
-        if c.order_type in STOP_TYPES:
-            error = self.price_error(c.order_type, c.price)
-            if error:
-                return error
-            # A trailing stop comes back with its current level.
-            if c.order_type is TRAILING_STOP:
-                if not (is_int(c.stop_price) and c.stop_price > 0):  # type: ignore[operator]
-                    return RejectReason.INVALID_STOP
-                error = self.stop_fields_error(
-                    TRAILING_STOP, None, c.trail_amount, c.trail_bps
-                )
-            else:
-                error = self.stop_fields_error(
-                    c.order_type, c.stop_price, c.trail_amount, c.trail_bps
-                )
-            if error:
-                return error
-        else:
-            if c.order_type is not LIMIT:
-                return RejectReason.INVALID_PRICE
+        parked = c.order_type in STOP_TYPES
+        if not parked:
+            # Only limits rest (a MARKET_TO_LIMIT remainder rests as a limit).
+            if c.order_type is MARKET or c.time_in_force in IMMEDIATE_TIFS:
+                return RejectReason.INVALID_TIME_IN_FORCE
             if not (is_int(c.price) and c.price > 0):  # type: ignore[operator]
                 return RejectReason.INVALID_PRICE
-            if self.stop_fields_error(LIMIT, c.stop_price, c.trail_amount, c.trail_bps):
-                return RejectReason.INVALID_STOP
-            if c.display_quantity is not None and not (
-                is_int(c.display_quantity) and 0 < c.display_quantity < c.quantity
+        error = (
+            self.price_error(c.order_type, c.price)
+            or self.stop_fields_error(
+                c.order_type,
+                c.stop_price,
+                c.trigger,
+                c.trail_amount,
+                c.trail_bps,
+                restoring=True,
+            )
+            or self.tif_error(c.order_type, c.time_in_force)
+        )
+        if error:
+            return error
+        if parked:
+            if c.display_quantity is not None or c.visible is not None:
+                return RejectReason.INVALID_QUANTITY
+        elif c.display_quantity is not None:
+            if not (is_int(c.display_quantity) and c.display_quantity > 0):
+                return RejectReason.INVALID_QUANTITY
+            if c.visible is not None and not (
+                is_int(c.visible)
+                and 0 < c.visible <= min(c.display_quantity, c.quantity)
             ):
                 return RejectReason.INVALID_QUANTITY
-            if c.visible is not None:
-                cap = c.quantity if c.display_quantity is None else c.display_quantity
-                if not (is_int(c.visible) and 0 < c.visible <= min(cap, c.quantity)):
-                    return RejectReason.INVALID_QUANTITY
-            if not self.auction:
-                best = self.best_price(self.opposite(c.side))
-                if best is not None and self.acceptable(c.side, c.price, best):
-                    return RejectReason.INVALID_PRICE
+        elif c.visible is not None and c.visible != c.quantity:
+            return RejectReason.INVALID_QUANTITY
+        if not (is_int(c.min_quantity) and 0 <= c.min_quantity <= c.quantity):
+            return RejectReason.INVALID_QUANTITY
+        if c.post_only is not PostOnly.NONE and (
+            c.order_type is not LIMIT or c.time_in_force not in RESTING_TIFS
+        ):
+            return RejectReason.INVALID_POST_ONLY
         if c.oco_with is not None:
             partner = self.find(c.oco_with)
-            if (
-                c.owner == 0
-                or partner is None
-                or partner.owner != c.owner
-                or partner.oco_with is not None
+            if c.owner == 0 or c.oco_with == c.order_id:
+                return RejectReason.INVALID_OCO
+            if partner is not None and (
+                partner.owner != c.owner or partner.oco_with not in (None, c.order_id)
             ):
                 return RejectReason.INVALID_OCO
+        if not parked and not self.auction:
+            best = self.best_price(self.opposite(c.side))
+            if best is not None and self.acceptable(c.side, c.price, best):
+                return RejectReason.INVALID_PRICE
         return None
 
     # -- auction ---------------------------------------------------------------------
@@ -787,22 +827,27 @@ class ReferenceBook:
                 events.append(StopMoved(order.order_id, level))
 
     def check_stops(self, events: list[Event]) -> None:
-        """Fire triggerable stops one at a time, oldest first, re-checking after each."""
-        while True:
-            self.trail(events)
+        """Fire triggerable stops, then cascade.
+
+        A check takes every triggerable parked stop out of the park, oldest
+        acceptance first, into a queue.  Queued stops are processed one at a
+        time, each as a new order; after each, the check runs again and adds
+        what it fires to the back of the queue.  Nothing fires in an auction.
+        """
+        queue: list[tuple[Order, int]] = []
+        self.trail(events)
+        self.fire_check(queue)
+        while queue:
+            order, ref = queue.pop(0)
+            if order not in self.orders:
+                continue  # cancelled by an OCO partner while it waited
             if self.auction:
-                return
-            fired = None
-            for order in self.parked():
-                ref = self.triggerable(order)
-                if ref is not None:
-                    fired = (order, ref)
-                    break
-            if fired is None:
-                return
-            order, ref = fired
+                # Reading: a band breach switched the book to auction; the
+                # stops still waiting have not fired and stay parked.
+                order.queued = False
+                continue
             self.orders.remove(order)
-            order.parked = False
+            order.parked = order.queued = False
             events.append(Triggered(order.order_id, ref))
             self.oco_cancel(order, events)
             if order.order_type is STOP_LIMIT:
@@ -811,7 +856,21 @@ class ReferenceBook:
                 order.order_type = MARKET
                 if order.time_in_force is not TimeInForce.FOK:
                     order.time_in_force = TimeInForce.IOC
+            # From here on a plain order: no stop fields left.
+            order.stop_price = order.trail_amount = order.trail_bps = None
+            order.trigger = TriggerRef.LAST
             self.take(order, events, entry=True)
+            self.trail(events)
+            self.fire_check(queue)
+
+    def fire_check(self, queue: list[tuple[Order, int]]) -> None:
+        if self.auction:
+            return
+        for order in self.parked():
+            ref = self.triggerable(order)
+            if ref is not None:
+                order.queued = True
+                queue.append((order, ref))
 
     # ------------------------------------------------------------------
     # Queries, in the engine's shapes

@@ -562,3 +562,141 @@ if __name__ == "__main__":
             run_stream(int(arg), 0, full=True, commands=found, check_every=1)
         except Disagreement as failure:
             print(failure.args[0])
+
+
+# --------------------------------------------------------------------------
+# The reference itself, on hand-worked cases from the contract
+# --------------------------------------------------------------------------
+
+
+def _ref(*commands: object) -> tuple[ReferenceBook, list[list[object]]]:
+    book = ReferenceBook()
+    return book, [book.apply(command) for command in commands]
+
+
+def test_reference_iceberg_refreshes_and_is_reached_again() -> None:
+    from exchange.engine.types import Accepted, Fill, Replenished, Rested
+
+    book, events = _ref(
+        NewOrder(1, Side.SELL, LIMIT, GTC, 10, 100, display_quantity=3),
+        NewOrder(2, Side.SELL, LIMIT, GTC, 2, 100),
+        NewOrder(3, Side.BUY, LIMIT, IOC, 6, 100),
+    )
+    assert events[0] == [Accepted(1), Rested(1, Side.SELL, 100, 10, visible=3)]
+    assert events[2] == [
+        Accepted(3),
+        Fill(1, 1, 3, 0, 0, Side.BUY, 100, 3, 7, 3),
+        Replenished(1, Side.SELL, 100, 7, 3),
+        Fill(2, 2, 3, 0, 0, Side.BUY, 100, 2, 0, 1),
+        Fill(3, 1, 3, 0, 0, Side.BUY, 100, 1, 6, 0),
+    ]
+    assert book.depth() == ([], [(100, 2, 1)])
+
+
+def test_reference_self_trade_prevention() -> None:
+    from exchange.engine.types import Accepted, Cancelled, CancelReason, Fill
+
+    # CANCEL_OLDEST drops own maker 1 and trades with 2; CANCEL_NEWEST stops.
+    _, events = _ref(
+        NewOrder(1, Side.SELL, LIMIT, GTC, 5, 100, 7),
+        NewOrder(2, Side.SELL, LIMIT, GTC, 5, 100, 8),
+        NewOrder(3, Side.BUY, LIMIT, GTC, 4, 100, 7, stp=SelfTrade.CANCEL_OLDEST),
+    )
+    assert events[2] == [
+        Accepted(3),
+        Cancelled(1, 5, CancelReason.SELF_TRADE),
+        Fill(1, 2, 3, 8, 7, Side.BUY, 100, 4, 1, 0),
+    ]
+    _, events = _ref(
+        NewOrder(1, Side.SELL, LIMIT, GTC, 5, 100, 7),
+        NewOrder(3, Side.BUY, LIMIT, GTC, 4, 100, 7, stp=SelfTrade.CANCEL_BOTH),
+    )
+    assert events[1] == [
+        Accepted(3),
+        Cancelled(1, 5, CancelReason.SELF_TRADE),
+        Cancelled(3, 4, CancelReason.SELF_TRADE),
+    ]
+    _, events = _ref(
+        NewOrder(1, Side.SELL, LIMIT, GTC, 5, 100, 7),
+        NewOrder(3, Side.BUY, LIMIT, GTC, 4, 100, 7),  # NONE: they trade
+    )
+    assert events[1] == [Accepted(3), Fill(1, 1, 3, 7, 7, Side.BUY, 100, 4, 1, 0)]
+
+
+def test_reference_stop_cascade_and_oco() -> None:
+    from exchange.engine.types import (
+        Accepted,
+        Cancelled,
+        CancelReason,
+        Fill,
+        Rested,
+        Triggered,
+        Waiting,
+    )
+
+    book, events = _ref(
+        NewOrder(1, Side.BUY, LIMIT, GTC, 5, 99),
+        NewOrder(2, Side.BUY, LIMIT, GTC, 5, 98),
+        # A sell stop at 99 and its OCO partner, a take-profit at 105.
+        NewOrder(3, Side.SELL, STOP, IOC, 5, owner=4, stop_price=99),
+        NewOrder(4, Side.SELL, LIMIT, GTC, 5, 105, 4, oco_with=3),
+        # A second sell stop at 98: fires once stop 3's sale prints at 98.
+        NewOrder(5, Side.SELL, STOP, IOC, 5, stop_price=98),
+        NewOrder(6, Side.SELL, LIMIT, IOC, 1, 99),
+    )
+    assert events[2] == [Accepted(3), Waiting(3, 99)]
+    assert events[3] == [Accepted(4), Rested(4, Side.SELL, 105, 5)]
+    assert events[5] == [
+        Accepted(6),
+        Fill(1, 1, 6, 0, 0, Side.SELL, 99, 1, 4, 0),
+        Triggered(3, 99),
+        Cancelled(4, 5, CancelReason.OCO),
+        Fill(2, 1, 3, 0, 4, Side.SELL, 99, 4, 0, 1),
+        Fill(3, 2, 3, 0, 4, Side.SELL, 98, 1, 4, 0),
+        Triggered(5, 98),
+        Fill(4, 2, 5, 0, 0, Side.SELL, 98, 4, 0, 1),
+        Cancelled(5, 1, CancelReason.MARKET_REMAINDER),
+    ]
+    assert book.snapshot() == []
+
+
+def test_reference_market_to_limit_rests_at_its_first_fill_price() -> None:
+    from exchange.engine.types import Accepted, Fill, Rested
+
+    _, events = _ref(
+        NewOrder(1, Side.SELL, LIMIT, GTC, 2, 101),
+        NewOrder(2, Side.SELL, LIMIT, GTC, 2, 102),
+        NewOrder(3, Side.BUY, MARKET_TO_LIMIT, GTC, 7),
+    )
+    assert events[2] == [
+        Accepted(3),
+        Fill(1, 1, 3, 0, 0, Side.BUY, 101, 2, 0, 5),
+        Fill(2, 2, 3, 0, 0, Side.BUY, 102, 2, 0, 3),
+        Rested(3, Side.BUY, 101, 3),
+    ]
+
+
+def test_reference_uncross() -> None:
+    from exchange.engine.types import Accepted, Fill, Rested
+
+    # price  buy>=  sell<=  exec
+    #   99     8      3      3
+    #  100     8      7      7   <- equilibrium, surplus 1 (buy)
+    #  101     5      7      5
+    book, events = _ref(
+        SetAuction(True),
+        NewOrder(1, Side.SELL, LIMIT, GTC, 3, 99),
+        NewOrder(2, Side.BUY, LIMIT, GTC, 5, 101),
+        NewOrder(3, Side.SELL, LIMIT, GTC, 4, 100),
+        NewOrder(4, Side.BUY, LIMIT, GTC, 3, 100),
+        Uncross(),
+    )
+    assert events[2] == [Accepted(2), Rested(2, Side.BUY, 101, 5)]
+    # Front buy 2 against front sell 1 (1 is older: maker), then sell 3.
+    assert events[5] == [
+        Fill(1, 1, 2, 0, 0, None, 100, 3, 0, 2),
+        Fill(2, 2, 3, 0, 0, None, 100, 2, 0, 2),
+        Fill(3, 3, 4, 0, 0, None, 100, 2, 0, 1),
+    ]
+    assert book.depth() == ([(100, 1, 1)], [])
+    assert book.auction and book.last_price == 100
