@@ -69,6 +69,11 @@ def is_int(value: object) -> bool:
     return type(value) is int
 
 
+def is_tick(value: object) -> bool:
+    """A price: an int > 0 (not a bool)."""
+    return type(value) is int and value > 0  # type: ignore[operator]
+
+
 class Order:
     """One live order, resting or parked.  Plain mutable record."""
 
@@ -85,6 +90,8 @@ class Order:
         # Fired by a stop check, waiting in this command's queue (still live:
         # an OCO partner's fill can cancel it before its turn).
         self.queued: bool = False
+        # The incoming order being matched was cancelled (OCO) mid-way.
+        self.dead: bool = False
         self.stop_price: int | None = None
         self.trigger: TriggerRef = TriggerRef.LAST
         self.trail_amount: int | None = None
@@ -119,6 +126,9 @@ class ReferenceBook:
         )
         # Trailing stops that already moved during the current command.
         self.moved_this_command: set[int] = set()
+        # The incoming order being matched (live for OCO: a maker's fill or
+        # cancellation cancels a taker linked to it).
+        self.in_flight: list[Order] = []
 
     # ------------------------------------------------------------------
     # Looking things up, the slow way
@@ -173,12 +183,17 @@ class ReferenceBook:
         """Quantity a taker could get right now at acceptable prices.
 
         Hidden iceberg quantity counts; self-trade prevention is ignored.
+        Reading: only what matching could reach before the band stops it
+        counts, so a FOK or minimum-quantity order never breaches the band.
         """
-        return sum(
-            o.remaining
-            for o in self.resting(self.opposite(side))
-            if self.acceptable(side, limit, o.price)
-        )
+        total = 0
+        for order in self.resting(self.opposite(side)):
+            if not self.acceptable(side, limit, order.price):
+                break
+            if not self.in_band(order.price):
+                break  # matching would stop here (BandBreached)
+            total += order.remaining
+        return total
 
     def stamp(self) -> int:
         return next(self.clock)
@@ -199,15 +214,38 @@ class ReferenceBook:
         elif isinstance(command, AmendOrder):
             self.amend(command, events)
         elif isinstance(command, RestoreOrder):
+            # Reading: a rebuild neither matches nor fires stops.
             self.restore(command, events)
+            return events
         elif isinstance(command, SetAuction):
-            self.auction = bool(command.on)
+            if command.on:
+                self.auction = True
+            elif self.auction:
+                # Reading: continuous trading never starts on a crossed book;
+                # leaving the auction uncrosses it at the last price.
+                if self.crossed():
+                    self.uncross(self.last_price, events)
+                self.auction = False
         elif isinstance(command, Uncross):
-            self.uncross(command.reference, events)
+            if command.reference is not None and not is_tick(command.reference):
+                events.append(Rejected(0, RejectReason.INVALID_PRICE))
+            else:
+                self.uncross(command.reference, events)
         elif isinstance(command, SetBand):
-            self.band_low, self.band_high = command.low, command.high
+            low, high = command.low, command.high
+            if (
+                (low is not None and not is_tick(low))
+                or (high is not None and not is_tick(high))
+                or (low is not None and high is not None and low > high)
+            ):
+                events.append(Rejected(0, RejectReason.INVALID_PRICE))
+            else:
+                self.band_low, self.band_high = low, high
         elif isinstance(command, SetLastPrice):
-            self.last_price = command.price
+            if command.price is not None and not is_tick(command.price):
+                events.append(Rejected(0, RejectReason.INVALID_PRICE))
+            else:
+                self.last_price = command.price
         else:
             raise TypeError(f"not an engine command: {command!r}")
         if not (events and isinstance(events[0], Rejected)):
@@ -281,7 +319,12 @@ class ReferenceBook:
         return None
 
     def validate(self, c: NewOrder) -> RejectReason | None:
-        """Reading: the checks run in the order the contract lists them."""
+        """The first failing check, or None.
+
+        The contract's order: duplicate id, quantity, price, stop fields,
+        time in force, display, post-only, minimum quantity, OCO, auction,
+        trailing reference (then, in new_order, post-only would-take).
+        """
         if self.find(c.order_id) is not None:
             return RejectReason.DUPLICATE_ORDER_ID
         if not (is_int(c.quantity) and c.quantity > 0):
@@ -315,9 +358,11 @@ class ReferenceBook:
                 return RejectReason.INVALID_OCO
         if self.auction and (
             c.order_type in (MARKET, MARKET_TO_LIMIT)
-            or c.time_in_force in IMMEDIATE_TIFS
+            or (c.order_type is LIMIT and c.time_in_force in IMMEDIATE_TIFS)
             or c.post_only is PostOnly.REPRICE
         ):
+            # Stops (whatever their time in force) park: they never fire in
+            # an auction.
             return RejectReason.NOT_ALLOWED_IN_AUCTION
         if c.order_type is TRAILING_STOP and self.reference(c.trigger) is None:
             return RejectReason.NO_REFERENCE_PRICE
@@ -394,10 +439,18 @@ class ReferenceBook:
     def take(self, order: Order, events: list[Event], *, entry: bool) -> None:
         """Match an incoming (or re-entered, or fired) order, then deal with the rest.
 
-        ``order`` is not in ``self.orders`` while it matches.  ``entry`` is
-        True when FOK / minimum-quantity checks apply (a new order, a fired
-        stop); an amend re-entry of a resting limit has neither.
+        ``order`` is not in ``self.orders`` while it matches but in
+        ``self.in_flight``.  ``entry`` is True when FOK / minimum-quantity
+        checks apply (a new order, a fired stop); an amend re-entry of a
+        resting limit has neither.
         """
+        self.in_flight.append(order)
+        try:
+            self.take_in_flight(order, events, entry=entry)
+        finally:
+            self.in_flight.remove(order)
+
+    def take_in_flight(self, order: Order, events: list[Event], *, entry: bool) -> None:
         limit = order.price  # the limit, or a market order's protection (or None)
         if self.auction:
             # Only resting-TIF limits get here in an auction (validated).
@@ -428,6 +481,8 @@ class ReferenceBook:
                     self.cancel_taker(order, CancelReason.SELF_TRADE, events)
                     return
                 self.remove(maker, CancelReason.SELF_TRADE, events)
+                if order.dead:
+                    return  # the maker was its OCO partner
                 if order.stp is SelfTrade.CANCEL_BOTH:
                     self.cancel_taker(order, CancelReason.SELF_TRADE, events)
                     return
@@ -439,6 +494,8 @@ class ReferenceBook:
             if first_fill_price is None:
                 first_fill_price = maker.price
             self.fill(maker, order, events)
+            if order.dead:
+                return  # its OCO partner was the maker just filled
         if order.remaining == 0:
             return
         if order.order_type is MARKET:
@@ -499,6 +556,7 @@ class ReferenceBook:
 
     def rest(self, order: Order, events: list[Event]) -> None:
         order.parked = False
+        order.min_quantity = 0  # it applied on entry only
         if order.display_quantity is not None:
             order.visible = min(order.display_quantity, order.remaining)
         else:
@@ -519,11 +577,15 @@ class ReferenceBook:
         self, order: Order, reason: CancelReason, events: list[Event]
     ) -> None:
         """The in-flight order's remainder never rests."""
+        order.dead = True
         events.append(Cancelled(order.order_id, order.remaining, reason))
         self.oco_cancel(order, events)
 
     def remove(self, order: Order, reason: CancelReason, events: list[Event]) -> None:
-        """Take a live order off the book / out of the park."""
+        """Take a live order off the book / out of the park (or end it in flight)."""
+        if order in self.in_flight:
+            self.cancel_taker(order, reason, events)
+            return
         self.orders.remove(order)
         events.append(Cancelled(order.order_id, order.remaining, reason))
         self.oco_cancel(order, events)
@@ -537,6 +599,10 @@ class ReferenceBook:
         if order.oco_with is None:
             return
         partner = self.find(order.oco_with)
+        if partner is None:
+            for taker in self.in_flight:
+                if taker.order_id == order.oco_with and not taker.dead:
+                    partner = taker
         order.oco_with = None
         if partner is None or partner.oco_with != order.order_id:
             return
@@ -661,6 +727,7 @@ class ReferenceBook:
             events.append(Waiting(order.order_id, order.stop_price))  # type: ignore[arg-type]
             return
         order.order_type = LIMIT  # a MARKET_TO_LIMIT remainder rests as a limit
+        order.min_quantity = 0  # it applies on entry (or trigger) only
         if c.visible is not None:
             order.visible = c.visible
         elif c.display_quantity is not None:
@@ -749,11 +816,22 @@ class ReferenceBook:
             reference,
         )
 
+    def crossed(self) -> bool:
+        bid, ask = self.best_price(Side.BUY), self.best_price(Side.SELL)
+        return bid is not None and ask is not None and bid >= ask
+
     def uncross(self, reference: int | None, events: list[Event]) -> None:
-        found = self.indicative(reference)
-        if found is None:
-            return
-        price = found.price
+        """Execute the equilibrium; again if an OCO cancellation left the book
+        crossed ("after Uncross the book is uncrossed")."""
+        while True:
+            found = self.indicative(reference)
+            if found is None:
+                return
+            self.execute_uncross(found.price, events)
+            if not self.crossed():
+                return
+
+    def execute_uncross(self, price: int, events: list[Event]) -> None:
         while True:
             # The queues, from the live book each time (an OCO cancel may
             # have taken an order out).
@@ -891,13 +969,14 @@ class ReferenceBook:
         return result[0], result[1]
 
     def snapshot(self) -> list[OrderView]:
-        """Resting orders (bids then asks, priority order), then parked stops."""
+        """Resting orders in time priority across the whole book (the order
+        they took their places: restoring them in this order keeps every
+        priority, also between the sides), then parked stops, oldest first."""
         views = []
-        for order in [
-            *self.resting(Side.BUY),
-            *self.resting(Side.SELL),
-            *self.parked(),
-        ]:
+        resting = sorted(
+            (o for o in self.orders if not o.parked), key=lambda o: o.priority
+        )
+        for order in [*resting, *self.parked()]:
             views.append(
                 OrderView(
                     order_id=order.order_id,

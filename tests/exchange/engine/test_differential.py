@@ -177,8 +177,10 @@ class Generator:
         if what == "auction":
             return SetAuction(not book.auction if rng.random() < 0.9 else book.auction)
         if what == "uncross":
-            return Uncross(pick(rng, (2, None), (3, self.price(book))))
+            return Uncross(pick(rng, (8, None), (12, self.price(book)), (1, -1)))
         if what == "band":
+            if rng.random() < 0.05:
+                return SetBand(self.center(book) + 1, self.center(book) - 1)
             if rng.random() < 0.45:
                 return SetBand(None, None)
             c = self.center(book)
@@ -186,7 +188,7 @@ class Generator:
             high = pick(rng, (4, c + rng.randint(2, 10)), (1, None))
             return SetBand(low, high)
         if what == "last":
-            return SetLastPrice(pick(rng, (9, self.price(book)), (1, None)))
+            return SetLastPrice(pick(rng, (18, self.price(book)), (2, None), (1, 0)))
         raise AssertionError(what)
 
     def new_order(self, book: ReferenceBook) -> NewOrder:
@@ -374,25 +376,30 @@ def book_state(book: object) -> object:
     return (book.depth(), book.snapshot())  # type: ignore[attr-defined]
 
 
-def rebuilt(book: object, factory: Callable[[], object], ref: ReferenceBook) -> object:
+def rebuilt(
+    book: object, factory: Callable[[], object], ref: ReferenceBook
+) -> tuple[object, str | None]:
     """A fresh book of the same kind put back from ``book``'s snapshot.
 
     The book-level state (auction flag, band, last price) comes from the
-    reference, as the worker keeps it outside the engine too.
+    reference, as the worker keeps it outside the engine too.  Returns the
+    new book and what went wrong, if anything: a restore that was not
+    accepted, or a snapshot that does not come back exactly.
     """
     fresh = factory()
     apply = fresh.apply  # type: ignore[attr-defined]
     if ref.auction:
         apply(SetAuction(True))
+    before = book_state(book)
     for view in book.snapshot():  # type: ignore[attr-defined]
         events = apply(view.restore())
-        assert len(events) == 1 and type(events[0]).__name__ in (
-            "Rested",
-            "Waiting",
-        ), (view, events)
+        if len(events) != 1 or type(events[0]).__name__ not in ("Rested", "Waiting"):
+            return fresh, f"{type(book).__name__} cannot restore {view}: {events}"
     apply(SetBand(ref.band_low, ref.band_high))
     apply(SetLastPrice(ref.last_price))
-    return fresh
+    if book_state(fresh) != before:
+        return fresh, f"{type(book).__name__} rebuilt differs: {book_state(fresh)}"
+    return fresh, None
 
 
 class Disagreement(AssertionError):
@@ -443,8 +450,14 @@ def run_stream(
                     history,
                 )
         if rebuild_every and index % rebuild_every == rebuild_every - 1:
-            engine = rebuilt(engine, OrderBook, reference)  # type: ignore[assignment]
-            reference = rebuilt(reference, ReferenceBook, reference)  # type: ignore[assignment]
+            old_reference = reference
+            engine, trouble = rebuilt(engine, OrderBook, old_reference)  # type: ignore[assignment]
+            if trouble is None:
+                reference, trouble = rebuilt(reference, ReferenceBook, old_reference)  # type: ignore[assignment]
+            if trouble is not None:
+                raise Disagreement(
+                    f"seed {seed}, rebuild after command #{index}: {trouble}", history
+                )
     if full:
         if book_state(engine) != book_state(reference):
             raise Disagreement(
