@@ -644,6 +644,10 @@ class ReferenceBook:
                 events.append(Rejected(c.order_id, RejectReason.INVALID_STOP))
                 return
         if order.parked:
+            if c.quantity is not None and c.quantity < order.min_quantity:
+                # Reading: as on entry, a minimum above the quantity is invalid.
+                events.append(Rejected(c.order_id, RejectReason.INVALID_QUANTITY))
+                return
             if c.quantity is not None:
                 order.remaining = c.quantity
             if c.price is not None:

@@ -99,6 +99,9 @@ class Generator:
 
     rng: random.Random
     full: bool = True  # every command and order option; False: plain limits
+    # Three prices, small orders, many cancels: deep levels drained and
+    # cancelled into (the engine compacts levels with many holes).
+    deep: bool = False
     next_id: int = 1
     dead: list[int] = field(default_factory=list)
 
@@ -120,12 +123,21 @@ class Generator:
         return self.next_id + 1000
 
     def center(self, book: ReferenceBook) -> int:
-        return book.last_price if book.last_price is not None else CENTER
+        if self.deep or book.last_price is None:
+            return CENTER
+        return book.last_price
 
     def price(self, book: ReferenceBook) -> int:
-        return max(1, self.center(book) + self.rng.randint(-6, 6))
+        spread = 1 if self.deep else 6
+        return max(1, self.center(book) + self.rng.randint(-spread, spread))
 
     def quantity(self) -> object:
+        if self.deep:
+            return pick(
+                self.rng,
+                (90, self.rng.randint(1, 3)),
+                (10, self.rng.randint(20, 80)),
+            )
         return pick(
             self.rng,
             (85, self.rng.randint(1, 10)),
@@ -139,6 +151,17 @@ class Generator:
         rng = self.rng
         if not self.full:
             what = pick(rng, (62, "new"), (30, "cancel"), (8, "restore"))
+        elif self.deep and not book.auction:
+            what = pick(
+                rng,
+                (58, "new"),
+                (28, "cancel"),
+                (2, "expire"),
+                (8, "amend"),
+                (2, "restore"),
+                (1, "auction"),
+                (1, "last"),
+            )
         elif book.auction:
             what = pick(
                 rng,
@@ -193,7 +216,17 @@ class Generator:
 
     def new_order(self, book: ReferenceBook) -> NewOrder:
         rng = self.rng
-        if self.full:
+        if self.deep:
+            kind = pick(
+                rng,
+                (80, LIMIT),
+                (10, MARKET),
+                (3, MARKET_TO_LIMIT),
+                (3, STOP),
+                (2, STOP_LIMIT),
+                (2, TRAILING_STOP),
+            )
+        elif self.full:
             kind = pick(
                 rng,
                 (46, LIMIT),
@@ -213,7 +246,9 @@ class Generator:
         else:
             price = pick(rng, (6, None), (4, self.price(book)), (1, 0))
         if kind is LIMIT:
-            if self.full:
+            if self.deep:
+                tif = pick(rng, (85, GTC), (5, DAY), (5, IOC), (5, FOK))
+            elif self.full:
                 tif = pick(rng, (50, GTC), (10, DAY), (10, GTD), (15, IOC), (15, FOK))
             else:
                 tif = pick(rng, (3, GTC), (1, IOC), (1, FOK))
@@ -415,13 +450,14 @@ def run_stream(
     length: int,
     *,
     full: bool,
+    deep: bool = False,
     rebuild_every: int = 0,
     check_every: int = 100,
     commands: Sequence[object] | None = None,
 ) -> list[object]:
     """Run one stream through both; raise Disagreement with the history."""
     rng = random.Random(seed)
-    generator = Generator(rng, full=full)
+    generator = Generator(rng, full=full, deep=deep)
     engine = OrderBook()
     reference = ReferenceBook()
     history: list[object] = []
@@ -473,18 +509,39 @@ def run_stream(
     return history
 
 
-def minimize(seed: int, length: int, *, full: bool = True) -> list[object]:
-    """The shortest command list found that still makes the two disagree."""
+def minimize(
+    seed: int, length: int, *, full: bool = True, deep: bool = False
+) -> list[object]:
+    """The shortest command list found that still makes the two disagree.
+
+    The stream runs as the tests run it; candidates are checked after every
+    command (and, for a rebuild failure, rebuilt after every command: a
+    correct rebuild changes nothing, so that is a fair test).
+    """
     try:
-        run_stream(seed, length, full=full)
+        run_stream(
+            seed,
+            length,
+            full=full,
+            deep=deep,
+            rebuild_every=300 if seed % 4 == 0 and not deep else 0,
+        )
     except Disagreement as failure:
         commands = list(failure.history)
+        rebuild_every = 1 if "rebuild" in str(failure) else 0
     else:
         return []
 
     def fails(candidate: list[object]) -> bool:
         try:
-            run_stream(seed, 0, full=full, commands=candidate, check_every=1)
+            run_stream(
+                seed,
+                0,
+                full=full,
+                commands=candidate,
+                check_every=1,
+                rebuild_every=rebuild_every,
+            )
         except Disagreement:
             return True
         except (AssertionError, KeyError, ValueError, TypeError):
@@ -539,6 +596,15 @@ def test_plain_limit_streams_agree() -> None:
         run_stream(10_000 + seed, 1000, full=False)
 
 
+def test_deep_level_streams_agree() -> None:
+    """Three prices, small orders, many cancels: 12 seeds x 4,000 commands."""
+    missing = engine_is_complete()
+    if missing:
+        pytest.skip(missing)
+    for seed in range(12):
+        run_stream(50_000 + seed, 4000, full=True, deep=True, check_every=250)
+
+
 @pytest.mark.parametrize("group", range(SEED_GROUPS))
 def test_full_streams_agree(group: int) -> None:
     """Every command and order option; 200 seeds x 1,500 commands in all."""
@@ -554,27 +620,6 @@ def test_full_streams_agree(group: int) -> None:
             full=True,
             rebuild_every=300 if seed % 4 == 0 else 0,
         )
-
-
-# --------------------------------------------------------------------------
-# Running by hand: python tests/exchange/engine/test_differential.py SEED...
-# --------------------------------------------------------------------------
-
-if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        start = time.perf_counter()
-        found = minimize(int(arg), FULL_LENGTH)
-        took = time.perf_counter() - start
-        if not found:
-            print(f"seed {arg}: agree ({took:.1f}s)")
-            continue
-        print(f"seed {arg}: {len(found)} commands still disagree ({took:.1f}s)")
-        for command in found:
-            print("   ", command)
-        try:
-            run_stream(int(arg), 0, full=True, commands=found, check_every=1)
-        except Disagreement as failure:
-            print(failure.args[0])
 
 
 # --------------------------------------------------------------------------
@@ -713,3 +758,27 @@ def test_reference_uncross() -> None:
     ]
     assert book.depth() == ([(100, 1, 1)], [])
     assert book.auction and book.last_price == 100
+
+
+# --------------------------------------------------------------------------
+# Running by hand: python tests/exchange/engine/test_differential.py SEED...
+# (dSEED for a deep-level stream)
+# --------------------------------------------------------------------------
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        deep = arg.startswith("d")
+        seed = int(arg.lstrip("d"))
+        start = time.perf_counter()
+        found = minimize(seed, 4000 if deep else FULL_LENGTH, deep=deep)
+        took = time.perf_counter() - start
+        if not found:
+            print(f"seed {arg}: agree ({took:.1f}s)")
+            continue
+        print(f"seed {arg}: {len(found)} commands still disagree ({took:.1f}s)")
+        for command in found:
+            print("   ", command)
+        try:
+            run_stream(seed, 0, full=True, commands=found, check_every=1)
+        except Disagreement as failure:
+            print(failure.args[0])
