@@ -145,6 +145,7 @@ class Generator:
             (1, 0),
             (1, -3),
             (1, True),
+            (1, 2.5),
         )
 
     def command(self, book: ReferenceBook) -> object:
@@ -242,7 +243,9 @@ class Generator:
         quantity = self.quantity()
         owner = pick(rng, (3, 0), (2, 1), (2, 2), (1, 3))
         if kind in (LIMIT, STOP_LIMIT):
-            price = pick(rng, (96, self.price(book)), (2, None), (1, 0), (1, -1))
+            price = pick(
+                rng, (96, self.price(book)), (2, None), (1, 0), (1, -1), (1, True)
+            )
         else:
             price = pick(rng, (6, None), (4, self.price(book)), (1, 0))
         if kind is LIMIT:
@@ -381,6 +384,21 @@ class Generator:
             )
         kind = rng.choice((STOP, STOP_LIMIT, TRAILING_STOP))
         extra = {"trigger": rng.choice(list(TriggerRef))}
+        if owner and rng.random() < 0.3:
+            # An OCO leg: the partner a live order's pending link waits for,
+            # or a new pending link (its partner may never come back).
+            waiting = [
+                o
+                for o in book.orders
+                if o.owner == owner
+                and o.oco_with is not None
+                and book.find(o.oco_with) is None
+            ]
+            if waiting and rng.random() < 0.6:
+                mate = rng.choice(waiting)
+                order_id, extra["oco_with"] = mate.oco_with, mate.order_id  # type: ignore[assignment]
+            else:
+                extra["oco_with"] = self.next_id + rng.randint(1, 3)
         away = rng.randint(2, 10)
         # A level the reference is not at yet: buy stops above, sell below.
         level = c + away if side is Side.BUY else max(1, c - away)
