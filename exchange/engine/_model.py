@@ -87,8 +87,9 @@ class _Order:
     ``price`` is the limit (resting, LIMIT and STOP_LIMIT) or the protection
     limit (MARKET, MARKET_TO_LIMIT, STOP, TRAILING_STOP; may be None).
     ``remaining`` includes an iceberg's hidden quantity; ``visible`` is set only
-    on icebergs.  ``seq`` ranks orders: the time a resting order took its place
-    in the book, or a stop's acceptance.
+    on icebergs.  ``seq`` ranks parked stops by acceptance (set on parking); a
+    resting order's time priority is its place in the book's index, which keeps
+    insertion order.
     """
 
     __slots__ = (
@@ -111,7 +112,6 @@ class _Order:
         price: int | None,
         remaining: int,
         owner: int,
-        seq: int,
         tif: TimeInForce,
     ) -> None:
         self.order_id = order_id
@@ -119,11 +119,11 @@ class _Order:
         self.price = price
         self.remaining = remaining
         self.owner = owner
-        self.seq = seq
         self.tif = tif
         self.flags = 0
         self.ext: _Ext | None = None
         self.visible: int  # icebergs only
+        self.seq: int  # parked stops only
 
     def shown(self) -> int:
         """What the book shows of this resting order."""

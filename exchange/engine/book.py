@@ -2,65 +2,43 @@
 
 Pure Python and deterministic: the same sequence of commands always yields
 the same sequence of events.  No I/O, no clocks, no randomness.  The contract
-is ``docs/engine.md``.
-
-Layout
-------
-Each side is a :class:`sortedcontainers.SortedDict` mapping a price (ticks)
-to a ``_Level``.  A level keeps its orders in a plain ``dict`` keyed by order
-id: dicts preserve insertion order, so iterating a level visits orders in time
-priority, and cancelling any order is a single O(1) ``del``.  The level keeps
-running totals of the visible and the hidden (iceberg) quantity.  The best bid
-is the last key of the bid side, the best ask the first key of the ask side.
-An index maps every resting order id to its ``_Order``.  Parked stops live in
-a :class:`~exchange.engine._park.Park`.
-
-The hot path (a plain limit order, a cancel of a plain order) never touches
-the special machinery: a plain order has no ``ext`` and zero ``flags``, the
-matching loop hands over to the general loop only when it meets a maker with
-flags (iceberg, OCO link), and stops are checked only while some are parked.
+is ``docs/engine.md``.  :class:`OrderBook` takes the commands and answers the
+queries; the matching lives in ``_core.py`` (state, placing, matching, OCO),
+``_cascade.py`` (stop triggers, auction uncross) and ``_park.py`` (parked
+stops), validation in ``_checks.py``.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
-from sortedcontainers import SortedDict
-
+from exchange.engine._cascade import CascadeBook
 from exchange.engine._checks import STOP_TYPES, check_new, check_restore, is_lots
+from exchange.engine._core import _link
 from exchange.engine._model import (
-    DEAD,
     ICEBERG,
     LINKED,
-    QUEUED,
-    TAKING,
     _Ext,
-    _Level,
     _Order,
 )
-from exchange.engine._park import Park, trail_level
-from exchange.engine.auction import Equilibrium, equilibrium
+from exchange.engine._park import trail_level
 from exchange.engine.types import (
     Accepted,
     Amended,
     AmendOrder,
-    BandBreached,
     Cancelled,
     CancelOrder,
     CancelReason,
     Command,
     Event,
     ExpireOrder,
-    Fill,
     NewOrder,
     OrderType,
     OrderView,
     PostOnly,
     Rejected,
     RejectReason,
-    Replenished,
     Rested,
     RestoreOrder,
     SelfTrade,
@@ -68,9 +46,7 @@ from exchange.engine.types import (
     SetBand,
     SetLastPrice,
     Side,
-    StopMoved,
     TimeInForce,
-    Triggered,
     TriggerRef,
     Uncross,
     Waiting,
@@ -82,29 +58,18 @@ _BUY = Side.BUY
 _LIMIT = OrderType.LIMIT
 _MARKET = OrderType.MARKET
 _MTL = OrderType.MARKET_TO_LIMIT
-_STOP_LIMIT = OrderType.STOP_LIMIT
 _TRAILING = OrderType.TRAILING_STOP
-_GTC = TimeInForce.GTC
 _IOC = TimeInForce.IOC
 _FOK = TimeInForce.FOK
 _LAST = TriggerRef.LAST
-_BID = TriggerRef.BID
-_ASK = TriggerRef.ASK
 _NO_POST_ONLY = PostOnly.NONE
-_REJECT = PostOnly.REJECT
 _REPRICE = PostOnly.REPRICE
 _NO_STP = SelfTrade.NONE
-_CANCEL_NEWEST = SelfTrade.CANCEL_NEWEST
-_CANCEL_BOTH = SelfTrade.CANCEL_BOTH
 
 _REQUESTED = CancelReason.REQUESTED
 _EXPIRED = CancelReason.EXPIRED
 _IOC_REMAINDER = CancelReason.IOC_REMAINDER
 _FOK_UNFILLABLE = CancelReason.FOK_UNFILLABLE
-_MARKET_REMAINDER = CancelReason.MARKET_REMAINDER
-_MIN_QUANTITY = CancelReason.MIN_QUANTITY
-_SELF_TRADE = CancelReason.SELF_TRADE
-_OCO = CancelReason.OCO
 
 _DUPLICATE = RejectReason.DUPLICATE_ORDER_ID
 _UNKNOWN = RejectReason.UNKNOWN_ORDER
@@ -123,7 +88,7 @@ _NO_LOW = 0
 _NO_HIGH = 1 << 62
 
 
-class OrderBook:
+class OrderBook(CascadeBook):
     """One instrument's order book.  Feed it commands with :meth:`apply`.
 
     Every command yields its events in order (``docs/engine.md``); an invalid
@@ -131,49 +96,7 @@ class OrderBook:
     from ``next_trade_id`` and are drawn only when a fill happens.
     """
 
-    __slots__ = (
-        "_active",
-        "_active_done",
-        "_asks",
-        "_auction",
-        "_band",
-        "_bids",
-        "_high",
-        "_index",
-        "_last",
-        "_low",
-        "_next_trade_id",
-        "_park",
-        "_parked",
-        "_queue",
-        "_seq",
-    )
-
-    def __init__(self, *, next_trade_id: Callable[[], int] | None = None) -> None:
-        # price -> level; best bid is the last key, best ask the first key.
-        self._bids: SortedDict[int, _Level] = SortedDict()
-        self._asks: SortedDict[int, _Level] = SortedDict()
-        self._index: dict[int, _Order] = {}
-        self._next_trade_id: Callable[[], int] = (
-            itertools.count(1).__next__ if next_trade_id is None else next_trade_id
-        )
-        self._seq: Callable[[], int] = itertools.count(1).__next__
-        self._park = Park()
-        self._parked = self._park.orders
-        self._queue: deque[tuple[_Order, int]] = deque()
-        self._auction = False
-        self._last: int | None = None
-        self._band: tuple[int | None, int | None] = (None, None)
-        self._low = _NO_LOW
-        self._high = _NO_HIGH
-        # The level a matching pass is walking: orders removed from it are only
-        # marked (DEAD) and collected here, the pass deletes them at its end.
-        self._active: _Level | None = None
-        self._active_done: list[_Order] = []
-
-    # ------------------------------------------------------------------
-    # Commands
-    # ------------------------------------------------------------------
+    __slots__ = ()
 
     def apply(self, command: Command) -> list[Event]:
         """Apply one command and return the events it produced, in order."""
@@ -293,7 +216,7 @@ class OrderBook:
                 return [Rejected(order_id, _WOULD_TAKE)]
 
         order = _Order(
-            order_id, side, price, command.quantity, command.owner, 0, time_in_force
+            order_id, side, price, command.quantity, command.owner, time_in_force
         )
         order.ext = ext
         if ext.display is not None:
@@ -441,7 +364,7 @@ class OrderBook:
                 return [Rejected(order_id, _BAD_PRICE)]
 
         order = _Order(
-            order_id, side, price, quantity, command.owner, 0, command.time_in_force
+            order_id, side, price, quantity, command.owner, command.time_in_force
         )
         plain = (
             not parked
@@ -523,654 +446,6 @@ class OrderBook:
         self._last = price
         return []
 
-    # ------------------------------------------------------------------
-    # Entering and leaving the book
-    # ------------------------------------------------------------------
-
-    def _enter(self, order: _Order, events: list[Event], min_quantity: int = 0) -> None:
-        """Match an accepted (or fired, or re-entered) order, then rest or end it."""
-        if self._auction:
-            # Only limit orders get here in auction: they rest unmatched.
-            self._rest(order, events)
-            return
-        ext = order.ext
-        kind = _LIMIT if ext is None else ext.kind
-        side = order.side
-        quantity = order.remaining
-        time_in_force = order.tif
-        if time_in_force is _FOK or min_quantity:
-            available = self._executable(side, order.price, max(quantity, min_quantity))
-            if time_in_force is _FOK and available < quantity:
-                self._end(order, quantity, _FOK_UNFILLABLE, events)
-                return
-            if available < min_quantity:
-                self._end(order, quantity, _MIN_QUANTITY, events)
-                return
-        remaining = self._match_general(order, order.price, quantity, events)
-        if order.flags & DEAD or not remaining:
-            return
-        if kind is _MARKET:
-            self._end(order, remaining, _MARKET_REMAINDER, events)
-        elif kind is _MTL:
-            if remaining < quantity:
-                # Rests as a limit at its first fill price (set by the match).
-                self._rest(order, events)
-            else:
-                self._end(order, remaining, _MARKET_REMAINDER, events)
-        elif time_in_force in _IMMEDIATE:
-            self._end(order, remaining, _IOC_REMAINDER, events)
-        else:
-            self._rest(order, events)
-
-    def _end(
-        self, order: _Order, remaining: int, reason: CancelReason, events: list[Event]
-    ) -> None:
-        """An incoming order's remainder never rests: cancel it (and its link)."""
-        order.remaining = remaining
-        order.flags |= DEAD
-        events.append(Cancelled(order.order_id, remaining, reason))
-        if order.flags & LINKED:
-            self._oco_fire(order, events)
-
-    def _rest(self, order: _Order, events: list[Event]) -> None:
-        ext = order.ext
-        if ext is not None:
-            ext.kind = _LIMIT
-            ext.min_quantity = 0
-            if order.flags & ICEBERG:
-                assert ext.display is not None
-                order.visible = min(ext.display, order.remaining)
-        self._place(order)
-        price = order.price
-        assert price is not None
-        events.append(
-            Rested(order.order_id, order.side, price, order.remaining, order.shown())
-        )
-
-    def _place(self, order: _Order) -> None:
-        """Put ``order`` at the back of its level with time priority now."""
-        price = order.price
-        assert price is not None
-        book = self._bids if order.side is _BUY else self._asks
-        level = book.get(price)
-        if level is None:
-            level = _Level()
-            book[price] = level
-        order.seq = self._seq()
-        shown = order.shown()
-        level.orders[order.order_id] = order
-        level.total += shown
-        level.hidden += order.remaining - shown
-        self._index[order.order_id] = order
-
-    def _rest_plain(
-        self,
-        order_id: int,
-        side: Side,
-        price: int,
-        quantity: int,
-        owner: int,
-        time_in_force: TimeInForce,
-    ) -> None:
-        book = self._bids if side is _BUY else self._asks
-        level = book.get(price)
-        if level is None:
-            level = _Level()
-            book[price] = level
-        order = _Order(
-            order_id, side, price, quantity, owner, self._seq(), time_in_force
-        )
-        level.orders[order_id] = order
-        level.total += quantity
-        self._index[order_id] = order
-
-    def _unrest(self, order: _Order) -> None:
-        """Take a resting order (already out of the index) off its level."""
-        price = order.price
-        book = self._bids if order.side is _BUY else self._asks
-        level = book[price]
-        shown = order.shown()
-        level.total -= shown
-        level.hidden -= order.remaining - shown
-        if level is self._active:
-            # A matching pass is walking this level: it deletes it at its end.
-            order.flags |= DEAD
-            self._active_done.append(order)
-            return
-        del level.orders[order.order_id]
-        if level.orders:
-            level.note_deletions(1)
-        else:
-            del book[price]
-
-    def _reduce(self, order: _Order, quantity: int) -> None:
-        """Lower a resting order's remaining in place (it keeps its priority)."""
-        level = (self._bids if order.side is _BUY else self._asks)[order.price]
-        if order.flags & ICEBERG:
-            visible = min(order.visible, quantity)
-            level.total -= order.visible - visible
-            level.hidden -= (order.remaining - order.visible) - (quantity - visible)
-            order.visible = visible
-        else:
-            level.total -= order.remaining - quantity
-        order.remaining = quantity
-
-    def _kill(self, order: _Order, reason: CancelReason, events: list[Event]) -> None:
-        """Cancel a live order wherever it is, then its OCO partner.
-
-        Resting, parked, queued to fire or the taker being matched; an order
-        that is no longer live is left alone.
-        """
-        order_id = order.order_id
-        flags = order.flags
-        if self._index.get(order_id) is order:
-            del self._index[order_id]
-            self._unrest(order)
-        elif self._parked.get(order_id) is order:
-            self._park.remove(order)
-        elif flags & DEAD or not flags & (QUEUED | TAKING):
-            return
-        order.flags = (flags & ~QUEUED) | DEAD
-        events.append(Cancelled(order_id, order.remaining, reason))
-        if flags & LINKED:
-            self._oco_fire(order, events)
-
-    # ------------------------------------------------------------------
-    # OCO links
-    # ------------------------------------------------------------------
-
-    def _live(self, order_id: int) -> _Order | None:
-        return self._index.get(order_id) or self._parked.get(order_id)
-
-    def _oco_partner(
-        self, partner_id: int, order_id: int, owner: int, *, restoring: bool
-    ) -> _Order | None:
-        """The live, unlinked order of the same owner ``order_id`` may link to.
-
-        A restored order may also link to one waiting for it (a pending link).
-        """
-        if not owner or partner_id == order_id:
-            return None
-        partner = self._live(partner_id)
-        if partner is None or partner.owner != owner:
-            return None
-        ext = partner.ext
-        if ext is not None and ext.oco_id is not None:
-            if not restoring or ext.oco is not None or ext.oco_id != order_id:
-                return None
-        return partner
-
-    def _oco_fire(self, order: _Order, events: list[Event]) -> None:
-        """``order`` filled, fired or left: dissolve its link, cancel the partner.
-
-        A pending link (the partner was never restored) is just dropped.
-        """
-        ext = order.ext
-        assert ext is not None
-        partner = ext.oco
-        ext.oco = None
-        ext.oco_id = None
-        order.flags &= ~LINKED
-        if partner is None:
-            return
-        partner_ext = partner.ext
-        assert partner_ext is not None
-        partner_ext.oco = None
-        partner_ext.oco_id = None
-        partner.flags &= ~LINKED
-        self._kill(partner, _OCO, events)
-
-    # ------------------------------------------------------------------
-    # Matching
-    # ------------------------------------------------------------------
-
-    def _executable(self, side: Side, limit: int | None, needed: int) -> int:
-        """How much could execute now, self-trades ignored (at least ``needed``
-        tells it may stop counting).
-
-        Walks the opposite side from the best price while prices are within
-        ``limit`` and the band (matching would stop there, so a FOK never
-        breaches the band); hidden iceberg quantity counts.
-        """
-        prices: Iterable[int]
-        if side is _BUY:
-            book = self._asks
-            prices = book if limit is None else book.irange(maximum=limit)
-        else:
-            book = self._bids
-            prices = (
-                reversed(book)
-                if limit is None
-                else book.irange(minimum=limit, reverse=True)
-            )
-        low = self._low
-        high = self._high
-        found = 0
-        for price in prices:
-            if price < low or price > high:
-                break
-            level = book[price]
-            found += level.total + level.hidden
-            if found >= needed:
-                break
-        return found
-
-    def _match(
-        self,
-        taker_id: int,
-        taker_owner: int,
-        side: Side,
-        limit: int,
-        quantity: int,
-        events: list[Event],
-    ) -> int:
-        """Match a plain limit order; return the unfilled quantity.
-
-        Hands over to :meth:`_match_general` at the first maker with flags.
-        """
-        buying = side is _BUY
-        if buying:
-            book = self._asks
-            best = 0
-        else:
-            book = self._bids
-            best = -1
-        index = self._index
-        next_trade_id = self._next_trade_id
-        append = events.append
-        low = self._low
-        high = self._high
-
-        while quantity and book:
-            price, level = book.peekitem(best)
-            if price > limit if buying else price < limit:
-                break
-            if price < low or price > high:
-                self._breach(taker_id, price, events)
-                break
-            orders = level.orders
-            done: list[int] = []
-            traded = 0
-            special = False
-            for maker in orders.values():
-                if maker.flags:
-                    special = True
-                    break
-                maker_remaining = maker.remaining
-                if maker_remaining <= quantity:
-                    size = maker_remaining
-                    maker_remaining = 0
-                    done.append(maker.order_id)
-                else:
-                    size = quantity
-                    maker_remaining -= size
-                    maker.remaining = maker_remaining
-                quantity -= size
-                traded += size
-                append(
-                    Fill(
-                        next_trade_id(),
-                        maker.order_id,
-                        taker_id,
-                        maker.owner,
-                        taker_owner,
-                        side,
-                        price,
-                        size,
-                        maker_remaining,
-                        quantity,
-                    )
-                )
-                if not quantity:
-                    break
-            if traded:
-                self._last = price
-            if len(done) == len(orders):
-                del book[price]
-            else:
-                level.total -= traded
-                for order_id in done:
-                    del orders[order_id]
-                if done:
-                    level.note_deletions(len(done))
-            for order_id in done:
-                del index[order_id]
-            if special:
-                taker = _Order(taker_id, side, limit, quantity, taker_owner, 0, _GTC)
-                return self._match_general(taker, limit, quantity, events)
-        return quantity
-
-    def _match_general(
-        self, taker: _Order, limit: int | None, quantity: int, events: list[Event]
-    ) -> int:
-        """Match ``taker`` with every rule; return the unfilled quantity.
-
-        Per maker, oldest first at the best price: self-trade prevention by the
-        taker's ``stp``, then the band, then the fill (an iceberg from its
-        visible part), then the OCO partners of the maker and of the taker,
-        then an iceberg maker's refresh to the back of its level.  A
-        market-to-limit order's first fill price is kept in ``taker.price``.
-        The taker may end up cancelled (DEAD) by self-trade prevention or OCO.
-        """
-        side = taker.side
-        buying = side is _BUY
-        if buying:
-            book = self._asks
-            best = 0
-        else:
-            book = self._bids
-            best = -1
-        index = self._index
-        next_trade_id = self._next_trade_id
-        append = events.append
-        taker_id = taker.order_id
-        taker_owner = taker.owner
-        ext = taker.ext
-        stp = ext.stp if ext is not None and taker_owner else _NO_STP
-        to_limit = ext is not None and ext.kind is _MTL
-        low = self._low
-        high = self._high
-        taker.flags |= TAKING
-        taker.remaining = quantity
-
-        while quantity and book:
-            price, level = book.peekitem(best)
-            if limit is not None and (price > limit if buying else price < limit):
-                break
-            orders = level.orders
-            done: list[_Order] = []
-            moved: list[_Order] = []
-            self._active = level
-            self._active_done = done
-            traded = halt = breach = False
-            for maker in orders.values():
-                flags = maker.flags
-                if flags & DEAD:
-                    continue
-                if stp is not _NO_STP and maker.owner == taker_owner:
-                    if stp is _CANCEL_NEWEST:
-                        halt = True
-                        break
-                    self._kill(maker, _SELF_TRADE, events)
-                    if stp is _CANCEL_BOTH:
-                        halt = True
-                        break
-                    if taker.flags & DEAD:
-                        break
-                    continue
-                if price < low or price > high:
-                    breach = True
-                    break
-                if flags & ICEBERG:
-                    size = maker.visible if maker.visible < quantity else quantity
-                    maker.visible -= size
-                else:
-                    size = maker.remaining if maker.remaining < quantity else quantity
-                maker.remaining -= size
-                level.total -= size
-                quantity -= size
-                taker.remaining = quantity
-                traded = True
-                append(
-                    Fill(
-                        next_trade_id(),
-                        maker.order_id,
-                        taker_id,
-                        maker.owner,
-                        taker_owner,
-                        side,
-                        price,
-                        size,
-                        maker.remaining,
-                        quantity,
-                    )
-                )
-                if not maker.remaining:
-                    maker.flags |= DEAD
-                    del index[maker.order_id]
-                    done.append(maker)
-                if maker.flags & LINKED:
-                    self._oco_fire(maker, events)
-                if taker.flags & LINKED:
-                    self._oco_fire(taker, events)
-                if flags & ICEBERG and not maker.visible and not maker.flags & DEAD:
-                    self._replenish(maker, level, events)
-                    moved.append(maker)
-                if not quantity or taker.flags & DEAD:
-                    break
-            self._active = None
-            for maker in moved:
-                if not maker.flags & DEAD:
-                    # To the back of the level, behind everything in this pass.
-                    del orders[maker.order_id]
-                    orders[maker.order_id] = maker
-            for maker in done:
-                del orders[maker.order_id]
-            if not orders:
-                del book[price]
-            elif done or moved:
-                level.note_deletions(len(done) + len(moved))
-            if traded:
-                self._last = price
-                if to_limit:
-                    taker.price = price
-                    to_limit = False
-            if breach:
-                self._breach(taker_id, price, events)
-                break
-            if halt and not taker.flags & DEAD:
-                self._end(taker, quantity, _SELF_TRADE, events)
-            if taker.flags & DEAD:
-                break
-        taker.flags &= ~TAKING
-        return quantity
-
-    def _replenish(self, order: _Order, level: _Level, events: list[Event]) -> None:
-        """Refresh an iceberg's used-up visible part; it loses its priority."""
-        ext = order.ext
-        assert ext is not None and ext.display is not None and order.price is not None
-        visible = min(ext.display, order.remaining)
-        order.visible = visible
-        level.total += visible
-        level.hidden -= visible
-        order.seq = self._seq()
-        events.append(
-            Replenished(
-                order.order_id, order.side, order.price, order.remaining, visible
-            )
-        )
-
-    def _breach(self, order_id: int, price: int, events: list[Event]) -> None:
-        events.append(BandBreached(order_id, price))
-        self._auction = True
-
-    def _post_only_price(self, side: Side, price: int, mode: PostOnly) -> int | None:
-        """The price a post-only order rests at, or None if it must be rejected."""
-        if side is _BUY:
-            if not self._asks:
-                return price
-            best = self._asks.keys()[0]
-            if price < best:
-                return price
-            price = best - 1
-        else:
-            if not self._bids:
-                return price
-            best = self._bids.keys()[-1]
-            if price > best:
-                return price
-            price = best + 1
-        if mode is _REJECT or price <= 0:
-            return None
-        return price
-
-    # ------------------------------------------------------------------
-    # Stops
-    # ------------------------------------------------------------------
-
-    def _reference(self, trigger: TriggerRef) -> int | None:
-        if trigger is _LAST:
-            return self._last
-        if trigger is _BID:
-            return self._bids.keys()[-1] if self._bids else None
-        return self._asks.keys()[0] if self._asks else None
-
-    def _references(self) -> dict[TriggerRef, int | None]:
-        return {
-            _LAST: self._last,
-            _BID: self._bids.keys()[-1] if self._bids else None,
-            _ASK: self._asks.keys()[0] if self._asks else None,
-        }
-
-    def _check(self, events: list[Event]) -> None:
-        """One trigger check: move trailing stops, then queue what fires.
-
-        Trailing stops move even in auction; nothing fires there.
-        """
-        references = self._references()
-        for order in self._park.trail(references):
-            assert order.ext is not None and order.ext.stop_price is not None
-            events.append(StopMoved(order.order_id, order.ext.stop_price))
-        if self._auction:
-            return
-        for order, reference in self._park.collect(references):
-            order.flags |= QUEUED
-            self._queue.append((order, reference))
-
-    def _run_stops(self, events: list[Event]) -> None:
-        """Fire every triggered stop, in trigger order, until none fires.
-
-        Stops one check finds join the fire queue oldest acceptance first; each
-        fired order is processed in full, then the check runs again.  If the
-        book goes into auction (a band breach) the stops still queued have not
-        fired: they go back to the park.
-        """
-        self._park.new_command()
-        queue = self._queue
-        self._check(events)
-        while queue and not self._auction:
-            order, reference = queue.popleft()
-            if order.flags & DEAD:
-                continue
-            order.flags &= ~QUEUED
-            events.append(Triggered(order.order_id, reference))
-            if order.flags & LINKED:
-                self._oco_fire(order, events)
-            self._fire(order, events)
-            if self._parked:
-                self._check(events)
-        while queue:
-            order, _ = queue.popleft()
-            if not order.flags & DEAD:
-                order.flags &= ~QUEUED
-                self._park.add(order)
-
-    def _fire(self, order: _Order, events: list[Event]) -> None:
-        """Process a fired stop as a new order: a LIMIT or a MARKET."""
-        ext = order.ext
-        assert ext is not None
-        ext.kind = _LIMIT if ext.kind is _STOP_LIMIT else _MARKET
-        ext.stop_price = None
-        ext.trigger = _LAST
-        ext.trail_amount = ext.trail_bps = None
-        self._enter(order, events, ext.min_quantity)
-
-    # ------------------------------------------------------------------
-    # Auction
-    # ------------------------------------------------------------------
-
-    def _crossed(self) -> bool:
-        return bool(
-            self._bids and self._asks and self._bids.keys()[-1] >= self._asks.keys()[0]
-        )
-
-    def _uncross(self, reference: int | None, events: list[Event]) -> None:
-        """Execute the equilibrium until the book is no longer crossed.
-
-        One round always suffices unless an OCO cancellation removed orders
-        the equilibrium counted on.
-        """
-        while True:
-            found = self.indicative(reference)
-            if found is None:
-                return
-            self._execute_uncross(found.price, events)
-            if not self._crossed():
-                return
-
-    def _execute_uncross(self, price: int, events: list[Event]) -> None:
-        """Pair the front buy at or above ``price`` with the front sell at or
-        below it, fill the smaller remaining (hidden quantity takes part) at
-        ``price``, until one side has nothing left there.
-
-        The maker of each fill is the older order.  After a fill come the OCO
-        cancellations (maker's partner, then taker's), then the refresh of an
-        iceberg whose visible part is used up (to the back of its level).
-        """
-        bids = self._bids
-        asks = self._asks
-        while bids and asks:
-            bid_price, bid_level = bids.peekitem(-1)
-            ask_price, ask_level = asks.peekitem(0)
-            if bid_price < price or ask_price > price:
-                return
-            buy = next(iter(bid_level.orders.values()))
-            sell = next(iter(ask_level.orders.values()))
-            size = min(buy.remaining, sell.remaining)
-            self._take(buy, bid_level, size)
-            self._take(sell, ask_level, size)
-            maker, taker = (buy, sell) if buy.seq < sell.seq else (sell, buy)
-            events.append(
-                Fill(
-                    self._next_trade_id(),
-                    maker.order_id,
-                    taker.order_id,
-                    maker.owner,
-                    taker.owner,
-                    None,
-                    price,
-                    size,
-                    maker.remaining,
-                    taker.remaining,
-                )
-            )
-            self._last = price
-            if maker.flags & LINKED:
-                self._oco_fire(maker, events)
-            if taker.flags & LINKED:
-                self._oco_fire(taker, events)
-            for order in (maker, taker):
-                if order.flags & ICEBERG and not order.flags & DEAD:
-                    if not order.visible:
-                        level = (bids if order.side is _BUY else asks)[order.price]
-                        del level.orders[order.order_id]
-                        level.orders[order.order_id] = order
-                        level.note_deletions(1)
-                        self._replenish(order, level, events)
-
-    def _take(self, order: _Order, level: _Level, size: int) -> None:
-        """Fill ``size`` of a resting order in an uncross (visible part first)."""
-        order.remaining -= size
-        if order.flags & ICEBERG:
-            shown = min(order.visible, size)
-            order.visible -= shown
-            level.total -= shown
-            level.hidden -= size - shown
-        else:
-            level.total -= size
-        if not order.remaining:
-            order.flags |= DEAD
-            del self._index[order.order_id]
-            del level.orders[order.order_id]
-            if level.orders:
-                level.note_deletions(1)
-            else:
-                (self._bids if order.side is _BUY else self._asks).pop(order.price)
-
-    # ------------------------------------------------------------------
-    # Queries
-    # ------------------------------------------------------------------
-
     @property
     def in_auction(self) -> bool:
         """Whether the book is in auction mode (orders rest without matching)."""
@@ -1185,30 +460,6 @@ class OrderBook:
     def band(self) -> tuple[int | None, int | None]:
         """The price band ``(low, high)`` bounding continuous fills."""
         return self._band
-
-    def indicative(self, reference: int | None = None) -> Equilibrium | None:
-        """The equilibrium an :class:`Uncross` would execute now, or None.
-
-        Only the crossed part of the book can trade, so only it is handed to
-        :func:`~exchange.engine.auction.equilibrium` (hidden quantity included).
-        """
-        if not self._crossed():
-            return None
-        bids = self._bids
-        asks = self._asks
-        best_bid = bids.keys()[-1]
-        best_ask = asks.keys()[0]
-        return equilibrium(
-            [
-                (price, bids[price].total + bids[price].hidden)
-                for price in bids.irange(minimum=best_ask)
-            ],
-            [
-                (price, asks[price].total + asks[price].hidden)
-                for price in asks.irange(maximum=best_bid)
-            ],
-            reference,
-        )
 
     def best_bid(self) -> tuple[int, int, int] | None:
         """(price, visible quantity, order count) of the best bid, or None."""
@@ -1298,8 +549,7 @@ class OrderBook:
         ``view.restore()`` for each, after :meth:`restore_commands`' settings,
         rebuilds an identical book.
         """
-        resting = sorted(self._index.values(), key=_seq_of)
-        return [_view(order, parked=False) for order in resting] + [
+        return [_view(order, parked=False) for order in self._index.values()] + [
             _view(order, parked=True) for order in self._park.in_order()
         ]
 
@@ -1333,23 +583,6 @@ class OrderBook:
             f"<OrderBook bid={self.best_bid()} ask={self.best_ask()}"
             f" orders={len(self)}{' auction' if self._auction else ''}>"
         )
-
-
-def _seq_of(order: _Order) -> int:
-    return order.seq
-
-
-def _link(order: _Order, partner: _Order) -> None:
-    """Link two live orders one-to-one (OCO)."""
-    if partner.ext is None:
-        partner.ext = _Ext(_LIMIT)
-    assert order.ext is not None
-    order.ext.oco = partner
-    order.ext.oco_id = partner.order_id
-    partner.ext.oco = order
-    partner.ext.oco_id = order.order_id
-    order.flags |= LINKED
-    partner.flags |= LINKED
 
 
 def _view(order: _Order, *, parked: bool) -> OrderView:
