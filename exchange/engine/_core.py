@@ -277,41 +277,28 @@ class BookCore:
     def _live(self, order_id: int) -> _Order | None:
         return self._index.get(order_id) or self._parked.get(order_id)
 
-    def _oco_partner(
-        self, partner_id: int, order_id: int, owner: int, *, restoring: bool
-    ) -> _Order | None:
-        """The live, unlinked order of the same owner ``order_id`` may link to.
-
-        A restored order may also link to one waiting for it (a pending link).
-        """
+    def _oco_partner(self, partner_id: int, order_id: int, owner: int) -> _Order | None:
+        """The live, unlinked order of the same owner ``order_id`` may link to."""
         if not owner or partner_id == order_id:
             return None
         partner = self._live(partner_id)
         if partner is None or partner.owner != owner:
             return None
         ext = partner.ext
-        if ext is not None and ext.oco_id is not None:
-            if not restoring or ext.oco is not None or ext.oco_id != order_id:
-                return None
+        if ext is not None and ext.oco is not None:
+            return None
         return partner
 
     def _oco_fire(self, order: _Order, events: list[Event]) -> None:
-        """``order`` filled, fired or left: dissolve its link, cancel the partner.
-
-        A pending link (the partner was never restored) is just dropped.
-        """
+        """``order`` filled, fired or left: dissolve its link, cancel the partner."""
         ext = order.ext
-        assert ext is not None
+        assert ext is not None and ext.oco is not None
         partner = ext.oco
         ext.oco = None
-        ext.oco_id = None
         order.flags &= ~LINKED
-        if partner is None:
-            return
         partner_ext = partner.ext
         assert partner_ext is not None
         partner_ext.oco = None
-        partner_ext.oco_id = None
         partner.flags &= ~LINKED
         self._kill(partner, _OCO, events)
 
@@ -617,8 +604,6 @@ def _link(order: _Order, partner: _Order) -> None:
         partner.ext = _Ext(_LIMIT)
     assert order.ext is not None
     order.ext.oco = partner
-    order.ext.oco_id = partner.order_id
     partner.ext.oco = order
-    partner.ext.oco_id = order.order_id
     order.flags |= LINKED
     partner.flags |= LINKED

@@ -41,7 +41,6 @@ class _Ext:
         "kind",
         "min_quantity",
         "oco",
-        "oco_id",
         "post_only",
         "stop_price",
         "stp",
@@ -76,9 +75,6 @@ class _Ext:
         self.trail_bps = trail_bps
         #: The linked partner (both sides point at each other), or None.
         self.oco: _Order | None = None
-        #: The partner's id: set while linked, and while a restored order waits
-        #: for its partner to be restored (a pending link).
-        self.oco_id: int | None = None
 
 
 class _Order:

@@ -18,7 +18,6 @@ from exchange.engine._checks import STOP_TYPES, check_new, check_restore, is_lot
 from exchange.engine._core import _link
 from exchange.engine._model import (
     ICEBERG,
-    LINKED,
     _Ext,
     _Order,
 )
@@ -180,9 +179,7 @@ class OrderBook(CascadeBook):
         time_in_force = command.time_in_force
         partner = None
         if command.oco_with is not None:
-            partner = self._oco_partner(
-                command.oco_with, order_id, command.owner, restoring=False
-            )
+            partner = self._oco_partner(command.oco_with, order_id, command.owner)
             if partner is None:
                 return [Rejected(order_id, _BAD_OCO)]
         if self._auction and (
@@ -345,10 +342,9 @@ class OrderBook(CascadeBook):
         if command.oco_with is not None:
             if not command.owner or command.oco_with == order_id:
                 return [Rejected(order_id, _BAD_OCO)]
-            partner = self._oco_partner(
-                command.oco_with, order_id, command.owner, restoring=True
-            )
-            # A partner not restored yet is fine: the link waits for it.
+            partner = self._oco_partner(command.oco_with, order_id, command.owner)
+            # A partner not restored yet is fine: restoring it naming this
+            # order back links the two.
             if partner is None and self._live(command.oco_with) is not None:
                 return [Rejected(order_id, _BAD_OCO)]
         side = command.side
@@ -387,10 +383,6 @@ class OrderBook(CascadeBook):
             )
             if partner is not None:
                 _link(order, partner)
-            elif command.oco_with is not None:
-                # Its partner is not back yet: linked when it is restored.
-                order.ext.oco_id = command.oco_with
-                order.flags |= LINKED
         if parked:
             assert order.ext is not None and command.stop_price is not None
             order.seq = self._seq()
@@ -617,7 +609,7 @@ def _view(order: _Order, *, parked: bool) -> OrderView:
         post_only=ext.post_only,
         min_quantity=ext.min_quantity,
         stp=ext.stp,
-        oco_with=ext.oco_id,
+        oco_with=None if ext.oco is None else ext.oco.order_id,
     )
 
 
