@@ -591,11 +591,7 @@ class ReferenceBook:
         self.oco_cancel(order, events)
 
     def oco_cancel(self, order: Order, events: list[Event]) -> None:
-        """``order`` was filled, fired, cancelled or expired: drop its partner.
-
-        A restored order may name a partner not restored yet (a pending
-        link); only a live partner that names it back is cancelled.
-        """
+        """``order`` was filled, fired, cancelled or expired: drop its partner."""
         if order.oco_with is None:
             return
         partner = self.find(order.oco_with)
@@ -719,12 +715,12 @@ class ReferenceBook:
             priority=self.stamp(),
         )
         if c.oco_with is not None:
-            # Linked now if the partner is back already, else pending until
-            # it is restored naming this order.
-            order.oco_with = c.oco_with
+            # Linked if the partner is back already; if not, restored unlinked
+            # and the partner's restore (naming this one) links the two.
             partner = self.find(c.oco_with)
             if partner is not None:
                 partner.oco_with = order.order_id
+                order.oco_with = partner.order_id
         if order.order_type in STOP_TYPES:
             order.parked = True
             self.orders.append(order)
@@ -802,7 +798,7 @@ class ReferenceBook:
             if c.owner == 0 or c.oco_with == c.order_id:
                 return RejectReason.INVALID_OCO
             if partner is not None and (
-                partner.owner != c.owner or partner.oco_with not in (None, c.order_id)
+                partner.owner != c.owner or partner.oco_with is not None
             ):
                 return RejectReason.INVALID_OCO
         if not parked and not self.auction:

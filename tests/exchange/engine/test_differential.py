@@ -385,18 +385,15 @@ class Generator:
         kind = rng.choice((STOP, STOP_LIMIT, TRAILING_STOP))
         extra = {"trigger": rng.choice(list(TriggerRef))}
         if owner and rng.random() < 0.3:
-            # An OCO leg: the partner a live order's pending link waits for,
-            # or a new pending link (its partner may never come back).
-            waiting = [
-                o
+            # An OCO leg: naming a live unlinked order of the owner (linked),
+            # or an id that is not live (restored unlinked).
+            mates = [
+                o.order_id
                 for o in book.orders
-                if o.owner == owner
-                and o.oco_with is not None
-                and book.find(o.oco_with) is None
+                if o.owner == owner and o.oco_with is None
             ]
-            if waiting and rng.random() < 0.6:
-                mate = rng.choice(waiting)
-                order_id, extra["oco_with"] = mate.oco_with, mate.order_id  # type: ignore[assignment]
+            if mates and rng.random() < 0.6:
+                extra["oco_with"] = rng.choice(mates)
             else:
                 extra["oco_with"] = self.next_id + rng.randint(1, 3)
         away = rng.randint(2, 10)
