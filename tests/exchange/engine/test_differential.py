@@ -9,21 +9,17 @@ Books are also rebuilt from their snapshots mid-stream (``RestoreOrder``) and
 must carry on exactly as before.
 
 When the two disagree, ``minimize`` (run this module as a script: ``python
-tests/exchange/engine/test_differential.py SEED``) shrinks the stream to a
-short sequence that still disagrees.
+tests/exchange/engine/test_differential.py SEED`` or ``dSEED`` for a deep-level
+stream) shrinks the stream to a short sequence that still disagrees.
 
-Readings taken where the contract is open (the reference marks each with
-"Reading:"):
-
-- validation runs in the order the contract lists the rules (duplicate id,
-  quantity, price, stop fields, time in force, display, post-only, minimum
-  quantity, OCO, auction, trailing reference, then post-only would-take);
-- a fill cancels the maker's OCO partner first, then the taker's; an
-  iceberg maker's ``Replenished`` follows those;
-- trailing stops move before triggers are checked, at each check, at most
-  once per order per command;
-- stops fired by one check are handled one at a time, oldest acceptance
-  first, and the check runs again after each.
+Where the contract's rules leave room, both follow the "Decisions" section
+of ``docs/engine.md`` (the reference marks each such place "Reading:"): the
+validation order, stops in auction, trigger checks and the fire queue,
+trailing stops moving at most once per command, FOK / minimum-quantity
+checks stopping at the band, the per-maker order of self-trade prevention,
+band, fill, OCO and iceberg refresh, amend checks, the uncross pairing and
+leaving an auction on a crossed book, OCO links on restore, and the
+snapshot's book-wide priority order.
 """
 
 from __future__ import annotations
