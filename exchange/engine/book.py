@@ -1,190 +1,245 @@
-"""A price-time priority limit order book and matcher.
+"""A price-time priority order book and matcher for one instrument.
 
 Pure Python and deterministic: the same sequence of commands always yields
-the same sequence of events.  No I/O, no clocks, no randomness.
-
-Layout
-------
-Each side is a :class:`sortedcontainers.SortedDict` mapping a price (ticks)
-to a :class:`_Level`.  A level keeps its orders in a plain ``dict`` keyed by
-order id: dicts preserve insertion order, so iterating a level visits orders
-in time priority, and cancelling any order is a single O(1) ``del``.  The
-level also keeps a running total of its remaining quantity.  The best bid is
-the last key of the bid side, the best ask the first key of the ask side.
-
-An index maps every resting order id to its :class:`_Order`, which carries
-the side and price needed to find its level.
+the same sequence of events.  No I/O, no clocks, no randomness.  The contract
+is ``docs/engine.md``.  :class:`OrderBook` takes the commands and answers the
+queries; the matching lives in ``_core.py`` (state, placing, matching, OCO),
+``_cascade.py`` (stop triggers, auction uncross) and ``_park.py`` (parked
+stops), validation in ``_checks.py``.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 
-from sortedcontainers import SortedDict
-
+from exchange.engine._cascade import CascadeBook
+from exchange.engine._checks import STOP_TYPES, check_new, check_restore, is_lots
+from exchange.engine._core import _link
+from exchange.engine._model import (
+    ICEBERG,
+    _Ext,
+    _Order,
+)
+from exchange.engine._park import trail_level
 from exchange.engine.types import (
     Accepted,
+    Amended,
+    AmendOrder,
     Cancelled,
     CancelOrder,
     CancelReason,
     Command,
     Event,
-    Fill,
+    ExpireOrder,
     NewOrder,
     OrderType,
+    OrderView,
+    PostOnly,
     Rejected,
     RejectReason,
     Rested,
     RestoreOrder,
+    SelfTrade,
+    SetAuction,
+    SetBand,
+    SetLastPrice,
     Side,
     TimeInForce,
+    TriggerRef,
+    Uncross,
+    Waiting,
 )
 
 __all__ = ["OrderBook"]
 
 _BUY = Side.BUY
+_LIMIT = OrderType.LIMIT
 _MARKET = OrderType.MARKET
-_GTC = TimeInForce.GTC
+_MTL = OrderType.MARKET_TO_LIMIT
+_TRAILING = OrderType.TRAILING_STOP
+_IOC = TimeInForce.IOC
 _FOK = TimeInForce.FOK
+_LAST = TriggerRef.LAST
+_NO_POST_ONLY = PostOnly.NONE
+_REPRICE = PostOnly.REPRICE
+_NO_STP = SelfTrade.NONE
 
 _REQUESTED = CancelReason.REQUESTED
+_EXPIRED = CancelReason.EXPIRED
 _IOC_REMAINDER = CancelReason.IOC_REMAINDER
 _FOK_UNFILLABLE = CancelReason.FOK_UNFILLABLE
-_MARKET_REMAINDER = CancelReason.MARKET_REMAINDER
 
 _DUPLICATE = RejectReason.DUPLICATE_ORDER_ID
 _UNKNOWN = RejectReason.UNKNOWN_ORDER
 _BAD_QUANTITY = RejectReason.INVALID_QUANTITY
 _BAD_PRICE = RejectReason.INVALID_PRICE
+_BAD_STOP = RejectReason.INVALID_STOP
+_WOULD_TAKE = RejectReason.POST_ONLY_WOULD_TAKE
+_NO_REFERENCE = RejectReason.NO_REFERENCE_PRICE
+_IN_AUCTION = RejectReason.NOT_ALLOWED_IN_AUCTION
+_BAD_OCO = RejectReason.INVALID_OCO
+_NOT_AMENDABLE = RejectReason.NOT_AMENDABLE
 
-# A level whose dict has had at least this many deletions, and more deletions
-# than live orders, is rebuilt.  CPython dicts leave a hole for every deleted
-# entry and iteration walks over the holes, so a deep level drained from the
-# front would otherwise make "find the oldest order" slower and slower.
-_COMPACT_MIN_HOLES = 32
-
-
-class _Order:
-    """A resting order.  Mutable: ``remaining`` shrinks as it is filled."""
-
-    __slots__ = ("order_id", "owner", "price", "remaining", "side")
-
-    def __init__(
-        self, order_id: int, side: Side, price: int, remaining: int, owner: int
-    ) -> None:
-        self.order_id = order_id
-        self.side = side
-        self.price = price
-        self.remaining = remaining
-        self.owner = owner
+_IMMEDIATE = frozenset((_IOC, _FOK))
+# Prices are ticks > 0: these bounds stand for "no band".
+_NO_LOW = 0
+_NO_HIGH = 1 << 62
 
 
-class _Level:
-    """The orders resting at one price, oldest first, with their total."""
-
-    __slots__ = ("holes", "orders", "total")
-
-    def __init__(self) -> None:
-        self.orders: dict[int, _Order] = {}
-        self.total = 0
-        self.holes = 0
-
-    def note_deletions(self, count: int) -> None:
-        holes = self.holes + count
-        if holes >= _COMPACT_MIN_HOLES and holes > len(self.orders):
-            # Re-inserting into a fresh dict drops the holes, keeping order.
-            self.orders = {oid: order for oid, order in self.orders.items()}
-            holes = 0
-        self.holes = holes
-
-
-class OrderBook:
+class OrderBook(CascadeBook):
     """One instrument's order book.  Feed it commands with :meth:`apply`.
 
-    A valid NewOrder yields ``Accepted``, then its ``Fill`` events in execution
-    order (each at the maker's price), then one ``Rested`` (GTC limit) or
-    ``Cancelled`` (IOC/market remainder, unfillable FOK) if anything is left.
-    A FOK order, limit or market, is checked for full fillability before any
-    fill.  Market orders never rest; their ``price`` is a protection limit.
-    An invalid command yields a single ``Rejected`` and changes nothing.
-    ``RestoreOrder`` rests without matching and yields ``Rested``; one that
-    would cross the book is rejected (INVALID_PRICE).  Trade ids come from
-    ``next_trade_id`` and are drawn only when a fill happens.
+    Every command yields its events in order (``docs/engine.md``); an invalid
+    command yields a single ``Rejected`` and changes nothing.  Trade ids come
+    from ``next_trade_id`` and are drawn only when a fill happens.
     """
 
-    __slots__ = ("_asks", "_bids", "_index", "_next_trade_id")
-
-    def __init__(self, *, next_trade_id: Callable[[], int] | None = None) -> None:
-        # price -> level; best bid is the last key, best ask the first key.
-        self._bids: SortedDict[int, _Level] = SortedDict()
-        self._asks: SortedDict[int, _Level] = SortedDict()
-        self._index: dict[int, _Order] = {}
-        self._next_trade_id: Callable[[], int] = (
-            itertools.count(1).__next__ if next_trade_id is None else next_trade_id
-        )
-
-    # ------------------------------------------------------------------
-    # Commands
-    # ------------------------------------------------------------------
+    __slots__ = ()
 
     def apply(self, command: Command) -> list[Event]:
         """Apply one command and return the events it produced, in order."""
-        if type(command) is NewOrder:
-            return self._new_order(command)
-        if type(command) is CancelOrder:
-            return self._cancel(command.order_id)
-        if type(command) is RestoreOrder:
-            return self._restore(command)
-        # Subclasses of the command classes take the slow road.
-        if isinstance(command, NewOrder):
-            return self._new_order(command)
-        if isinstance(command, CancelOrder):
-            return self._cancel(command.order_id)
-        if isinstance(command, RestoreOrder):
-            return self._restore(command)
-        raise TypeError(f"not an engine command: {command!r}")
+        kind = type(command)
+        if kind is NewOrder:
+            events = self._new_order(command)  # type: ignore[arg-type]
+        elif kind is CancelOrder:
+            events = self._cancel(command.order_id, _REQUESTED)  # type: ignore[union-attr]
+        else:
+            handler = _HANDLERS.get(kind)
+            if handler is None:
+                # Subclasses of the command classes take the slow road.
+                for base, found in _HANDLERS.items():
+                    if isinstance(command, base):
+                        handler = found
+                        break
+                else:
+                    raise TypeError(f"not an engine command: {command!r}")
+            if handler is OrderBook._restore:
+                # Restoring never matches nor fires stops.
+                return self._restore(command)  # type: ignore[arg-type]
+            events = handler(self, command)
+        if self._parked and (not events or type(events[0]) is not Rejected):
+            self._run_stops(events)
+        return events
 
     def _new_order(self, command: NewOrder) -> list[Event]:
         order_id = command.order_id
-        if order_id in self._index:
+        if order_id in self._index or order_id in self._parked:
             return [Rejected(order_id, _DUPLICATE)]
         quantity = command.quantity
         # Exact type checks: bools and floats are not lots or ticks.
         if type(quantity) is not int or quantity <= 0:
             return [Rejected(order_id, _BAD_QUANTITY)]
-        price = command.price
-        order_type = command.order_type
-        if price is None:
-            if order_type is not _MARKET:
-                return [Rejected(order_id, _BAD_PRICE)]
-        elif type(price) is not int or price <= 0:
-            return [Rejected(order_id, _BAD_PRICE)]
+        if (
+            command.order_type is not _LIMIT
+            or self._auction
+            or command.display_quantity is not None
+            or command.stp is not _NO_STP
+            or command.post_only is not _NO_POST_ONLY
+            or command.oco_with is not None
+            or command.min_quantity
+            or command.stop_price is not None
+            or command.trail_amount is not None
+            or command.trail_bps is not None
+            or command.trigger is not _LAST
+        ):
+            return self._new_special(command)
 
+        # The hot path: a plain limit order.
+        price = command.price
+        if type(price) is not int or price <= 0:
+            return [Rejected(order_id, _BAD_PRICE)]
         side = command.side
         time_in_force = command.time_in_force
         events: list[Event] = [Accepted(order_id)]
-        if time_in_force is _FOK and not self._can_fill(side, price, quantity):
+        if time_in_force is _FOK and self._executable(side, price, quantity) < quantity:
             events.append(Cancelled(order_id, quantity, _FOK_UNFILLABLE))
             return events
-
         remaining = self._match(order_id, command.owner, side, price, quantity, events)
         if remaining:
-            if order_type is _MARKET:
-                events.append(Cancelled(order_id, remaining, _MARKET_REMAINDER))
-            elif time_in_force is _GTC and price is not None:
-                # (A limit order always has a price: validated above.)
-                self._rest(order_id, side, price, remaining, command.owner)
-                events.append(Rested(order_id, side, price, remaining))
-            else:
-                # IOC (a FOK that passed the check is always filled in full).
+            if time_in_force is _IOC or time_in_force is _FOK:
+                # (A FOK that passed the check only keeps a remainder when a
+                # band stopped it.)
                 events.append(Cancelled(order_id, remaining, _IOC_REMAINDER))
+            else:
+                self._rest_plain(
+                    order_id, side, price, remaining, command.owner, time_in_force
+                )
+                events.append(Rested(order_id, side, price, remaining, remaining))
         return events
 
-    def _cancel(self, order_id: int) -> list[Event]:
-        order = self._index.pop(order_id, None)
-        if order is None:
-            return [Rejected(order_id, _UNKNOWN)]
+    def _new_special(self, command: NewOrder) -> list[Event]:
+        """A NewOrder of any type or instruction (validated in full here)."""
+        order_id = command.order_id
+        reason = check_new(command)
+        if reason is not None:
+            return [Rejected(order_id, reason)]
+        order_type = command.order_type
+        side = command.side
+        time_in_force = command.time_in_force
+        partner = None
+        if command.oco_with is not None:
+            partner = self._oco_partner(command.oco_with, order_id, command.owner)
+            if partner is None:
+                return [Rejected(order_id, _BAD_OCO)]
+        if self._auction and (
+            order_type is _MARKET
+            or order_type is _MTL
+            or (order_type is _LIMIT and time_in_force in _IMMEDIATE)
+            or command.post_only is _REPRICE
+        ):
+            return [Rejected(order_id, _IN_AUCTION)]
+        ext = _Ext(
+            order_type,
+            display=command.display_quantity,
+            post_only=command.post_only,
+            stp=command.stp,
+            min_quantity=command.min_quantity,
+            stop_price=command.stop_price,
+            trigger=command.trigger,
+            trail_amount=command.trail_amount,
+            trail_bps=command.trail_bps,
+        )
+        if order_type is _TRAILING:
+            reference = self._reference(command.trigger)
+            if reference is None:
+                return [Rejected(order_id, _NO_REFERENCE)]
+            ext.stop_price = trail_level(side, ext, reference)
+        price = command.price
+        if command.post_only is not _NO_POST_ONLY and not self._auction:
+            assert price is not None
+            price = self._post_only_price(side, price, command.post_only)
+            if price is None:
+                return [Rejected(order_id, _WOULD_TAKE)]
+
+        order = _Order(
+            order_id, side, price, command.quantity, command.owner, time_in_force
+        )
+        order.ext = ext
+        if ext.display is not None:
+            order.flags = ICEBERG
+        events: list[Event] = [Accepted(order_id)]
+        if partner is not None:
+            _link(order, partner)
+        if order_type in STOP_TYPES:
+            assert ext.stop_price is not None
+            order.seq = self._seq()
+            self._park.add(order)
+            events.append(Waiting(order_id, ext.stop_price))
+        else:
+            self._enter(order, events, command.min_quantity)
+        return events
+
+    def _cancel(self, order_id: int, reason: CancelReason) -> list[Event]:
+        order = self._index.get(order_id)
+        if order is None or order.flags:
+            order = order or self._parked.get(order_id)
+            if order is None:
+                return [Rejected(order_id, _UNKNOWN)]
+            events: list[Event] = []
+            self._kill(order, reason, events)
+            return events
+        del self._index[order_id]
         price = order.price
         side_book = self._bids if order.side is _BUY else self._asks
         level = side_book[price]
@@ -194,153 +249,226 @@ class OrderBook:
             level.note_deletions(1)
         else:
             del side_book[price]
-        return [Cancelled(order_id, order.remaining, _REQUESTED)]
+        return [Cancelled(order_id, order.remaining, reason)]
+
+    def _expire(self, command: ExpireOrder) -> list[Event]:
+        return self._cancel(command.order_id, _EXPIRED)
+
+    def _amend(self, command: AmendOrder) -> list[Event]:
+        order_id = command.order_id
+        order = self._index.get(order_id)
+        parked = order is None
+        if order is None:
+            order = self._parked.get(order_id)
+            if order is None:
+                return [Rejected(order_id, _UNKNOWN)]
+        quantity = command.quantity
+        price = command.price
+        if quantity is not None and not is_lots(quantity):
+            return [Rejected(order_id, _BAD_QUANTITY)]
+        if price is not None and not is_lots(price):
+            return [Rejected(order_id, _BAD_PRICE)]
+        if parked:
+            return self._amend_stop(order, quantity, price, command.stop_price)
+        if command.stop_price is not None:
+            return [Rejected(order_id, _NOT_AMENDABLE)]
+        new_quantity = order.remaining if quantity is None else quantity
+        old_price = order.price
+        assert old_price is not None
+        new_price = old_price if price is None else price
+        if new_price == old_price and new_quantity <= order.remaining:
+            self._reduce(order, new_quantity)
+            return [
+                Amended(order_id, new_price, new_quantity, order.shown(), None, True)
+            ]
+
+        # Price change or more quantity: off the book and in again, as new.
+        ext = order.ext
+        if ext is not None and ext.post_only is not _NO_POST_ONLY and not self._auction:
+            repriced = self._post_only_price(order.side, new_price, ext.post_only)
+            if repriced is None:
+                return [Rejected(order_id, _WOULD_TAKE)]
+            new_price = repriced
+        del self._index[order_id]
+        self._unrest(order)
+        order.price = new_price
+        order.remaining = new_quantity
+        if order.flags & ICEBERG:
+            assert ext is not None and ext.display is not None
+            order.visible = min(ext.display, new_quantity)
+        events: list[Event] = [
+            Amended(order_id, new_price, new_quantity, order.shown(), None, False)
+        ]
+        self._enter(order, events)
+        return events
+
+    def _amend_stop(
+        self,
+        order: _Order,
+        quantity: int | None,
+        price: int | None,
+        stop_price: int | None,
+    ) -> list[Event]:
+        order_id = order.order_id
+        ext = order.ext
+        assert ext is not None
+        if stop_price is not None:
+            if ext.kind is _TRAILING:
+                # Its level belongs to the reference it trails.
+                return [Rejected(order_id, _NOT_AMENDABLE)]
+            if not is_lots(stop_price):
+                return [Rejected(order_id, _BAD_STOP)]
+        new_quantity = order.remaining if quantity is None else quantity
+        if new_quantity < ext.min_quantity:
+            return [Rejected(order_id, _BAD_QUANTITY)]
+        order.remaining = new_quantity
+        if price is not None:
+            order.price = price
+        if stop_price is not None:
+            self._park.set_stop(order, stop_price)
+        return [Amended(order_id, order.price, new_quantity, 0, ext.stop_price, True)]
 
     def _restore(self, command: RestoreOrder) -> list[Event]:
         order_id = command.order_id
-        if order_id in self._index:
+        if order_id in self._index or order_id in self._parked:
             return [Rejected(order_id, _DUPLICATE)]
         quantity = command.quantity
         if type(quantity) is not int or quantity <= 0:
             return [Rejected(order_id, _BAD_QUANTITY)]
-        price = command.price
-        if type(price) is not int or price <= 0:
-            return [Rejected(order_id, _BAD_PRICE)]
+        reason = check_restore(command)
+        if reason is not None:
+            return [Rejected(order_id, reason)]
+        partner = None
+        if command.oco_with is not None:
+            if not command.owner or command.oco_with == order_id:
+                return [Rejected(order_id, _BAD_OCO)]
+            partner = self._oco_partner(command.oco_with, order_id, command.owner)
+            # A partner not restored yet is fine: restoring it naming this
+            # order back links the two.
+            if partner is None and self._live(command.oco_with) is not None:
+                return [Rejected(order_id, _BAD_OCO)]
         side = command.side
+        price = command.price
+        parked = command.order_type in STOP_TYPES
         # Restoring never matches, so an order that would cross the book is
-        # refused rather than leaving the book crossed.
-        if side is _BUY:
-            if self._asks and price >= self._asks.keys()[0]:
+        # refused rather than leaving it crossed (allowed in auction).
+        if not parked and not self._auction and price is not None:
+            if side is _BUY:
+                if self._asks and price >= self._asks.keys()[0]:
+                    return [Rejected(order_id, _BAD_PRICE)]
+            elif self._bids and price <= self._bids.keys()[-1]:
                 return [Rejected(order_id, _BAD_PRICE)]
-        elif self._bids and price <= self._bids.keys()[-1]:
-            return [Rejected(order_id, _BAD_PRICE)]
-        self._rest(order_id, side, price, quantity, command.owner)
-        return [Rested(order_id, side, price, quantity)]
 
-    # ------------------------------------------------------------------
-    # Matching
-    # ------------------------------------------------------------------
-
-    def _can_fill(self, side: Side, limit: int | None, quantity: int) -> bool:
-        """Whether ``quantity`` can be filled in full at acceptable prices."""
-        prices: Iterable[int]
-        if side is _BUY:
-            book = self._asks
-            prices = book if limit is None else book.irange(maximum=limit)
-        else:
-            book = self._bids
-            prices = (
-                reversed(book)
-                if limit is None
-                else book.irange(minimum=limit, reverse=True)
+        order = _Order(
+            order_id, side, price, quantity, command.owner, command.time_in_force
+        )
+        plain = (
+            not parked
+            and command.display_quantity is None
+            and command.post_only is _NO_POST_ONLY
+            and command.stp is _NO_STP
+            and command.oco_with is None
+        )
+        if not plain:
+            order.ext = _Ext(
+                command.order_type if parked else _LIMIT,
+                display=command.display_quantity,
+                post_only=command.post_only,
+                stp=command.stp,
+                min_quantity=command.min_quantity if parked else 0,
+                stop_price=command.stop_price,
+                trigger=command.trigger,
+                trail_amount=command.trail_amount,
+                trail_bps=command.trail_bps,
             )
-        for price in prices:
-            quantity -= book[price].total
-            if quantity <= 0:
-                return True
-        return False
+            if partner is not None:
+                _link(order, partner)
+        if parked:
+            assert order.ext is not None and command.stop_price is not None
+            order.seq = self._seq()
+            self._park.add(order)
+            return [Waiting(order_id, command.stop_price)]
+        if command.display_quantity is not None:
+            order.flags |= ICEBERG
+            order.visible = (
+                min(command.display_quantity, quantity)
+                if command.visible is None
+                else command.visible
+            )
+        self._place(order)
+        assert price is not None
+        return [Rested(order_id, side, price, quantity, order.shown())]
 
-    def _match(
-        self,
-        taker_id: int,
-        taker_owner: int,
-        side: Side,
-        limit: int | None,
-        quantity: int,
-        events: list[Event],
-    ) -> int:
-        """Match against the opposite side; return the unfilled quantity."""
-        buying = side is _BUY
-        if buying:
-            book = self._asks
-            best = 0
-        else:
-            book = self._bids
-            best = -1
-        index = self._index
-        next_trade_id = self._next_trade_id
-        append = events.append
+    def _set_auction(self, command: SetAuction) -> list[Event]:
+        events: list[Event] = []
+        if command.on:
+            self._auction = True
+        elif self._auction:
+            # Leaving the auction on a crossed book uncrosses it first.
+            if self._crossed():
+                self._uncross(self._last, events)
+            self._auction = False
+        return events
 
-        while quantity and book:
-            price, level = book.peekitem(best)
-            if limit is not None and (price > limit if buying else price < limit):
-                break
-            orders = level.orders
-            done: list[int] = []
-            traded = 0
-            for maker in orders.values():
-                maker_remaining = maker.remaining
-                if maker_remaining <= quantity:
-                    size = maker_remaining
-                    maker_remaining = 0
-                    done.append(maker.order_id)
-                else:
-                    size = quantity
-                    maker_remaining -= size
-                    maker.remaining = maker_remaining
-                quantity -= size
-                traded += size
-                append(
-                    Fill(
-                        next_trade_id(),
-                        maker.order_id,
-                        taker_id,
-                        maker.owner,
-                        taker_owner,
-                        side,
-                        price,
-                        size,
-                        maker_remaining,
-                        quantity,
-                    )
-                )
-                if not quantity:
-                    break
-            if len(done) == len(orders):
-                del book[price]
-            else:
-                level.total -= traded
-                for order_id in done:
-                    del orders[order_id]
-                if done:
-                    level.note_deletions(len(done))
-            for order_id in done:
-                del index[order_id]
-        return quantity
+    def _uncross_command(self, command: Uncross) -> list[Event]:
+        reference = command.reference
+        if reference is not None and not is_lots(reference):
+            return [Rejected(0, _BAD_PRICE)]
+        events: list[Event] = []
+        self._uncross(reference, events)
+        return events
 
-    def _rest(
-        self, order_id: int, side: Side, price: int, quantity: int, owner: int
-    ) -> None:
-        book = self._bids if side is _BUY else self._asks
-        level = book.get(price)
-        if level is None:
-            level = _Level()
-            book[price] = level
-        order = _Order(order_id, side, price, quantity, owner)
-        level.orders[order_id] = order
-        level.total += quantity
-        self._index[order_id] = order
+    def _set_band(self, command: SetBand) -> list[Event]:
+        low, high = command.low, command.high
+        if (
+            (low is not None and not is_lots(low))
+            or (high is not None and not is_lots(high))
+            or (low is not None and high is not None and low > high)
+        ):
+            return [Rejected(0, _BAD_PRICE)]
+        self._band = (low, high)
+        self._low = _NO_LOW if low is None else low
+        self._high = _NO_HIGH if high is None else high
+        return []
 
-    # ------------------------------------------------------------------
-    # Queries
-    # ------------------------------------------------------------------
+    def _set_last_price(self, command: SetLastPrice) -> list[Event]:
+        price = command.price
+        if price is not None and not is_lots(price):
+            return [Rejected(0, _BAD_PRICE)]
+        self._last = price
+        return []
+
+    @property
+    def in_auction(self) -> bool:
+        """Whether the book is in auction mode (orders rest without matching)."""
+        return self._auction
+
+    @property
+    def last_price(self) -> int | None:
+        """The last trade price (the LAST trigger reference), or None."""
+        return self._last
+
+    @property
+    def band(self) -> tuple[int | None, int | None]:
+        """The price band ``(low, high)`` bounding continuous fills."""
+        return self._band
 
     def best_bid(self) -> tuple[int, int, int] | None:
-        """(price, total quantity, order count) of the best bid, or None."""
+        """(price, visible quantity, order count) of the best bid, or None."""
         if not self._bids:
             return None
         price, level = self._bids.peekitem(-1)
         return price, level.total, len(level.orders)
 
     def best_ask(self) -> tuple[int, int, int] | None:
-        """(price, total quantity, order count) of the best ask, or None."""
+        """(price, visible quantity, order count) of the best ask, or None."""
         if not self._asks:
             return None
         price, level = self._asks.peekitem(0)
         return price, level.total, len(level.orders)
 
     def level(self, side: Side, price: int) -> tuple[int, int]:
-        """(total quantity, order count) resting at ``price``; (0, 0) if none."""
+        """(visible quantity, order count) resting at ``price``; (0, 0) if none."""
         book = self._bids if side is _BUY else self._asks
         found = book.get(price)
         if found is None:
@@ -350,7 +478,7 @@ class OrderBook:
     def depth(
         self, levels: int | None = None
     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-        """Bids and asks, each best first, as (price, quantity, count).
+        """Bids and asks, each best first, as (price, visible quantity, count).
 
         ``levels`` caps how many price levels each side reports.
         """
@@ -368,34 +496,131 @@ class OrderBook:
     def orders(self) -> list[tuple[int, Side, int, int, int]]:
         """Every resting order as (order_id, side, price, remaining, owner).
 
-        Bids best first, then asks best first; each level in time priority,
-        which is exactly the order to restore them in.
+        Bids best first, then asks best first; each level in time priority.
+        ``remaining`` includes hidden iceberg quantity.  Parked stops are not
+        listed: :meth:`snapshot` has everything, in the order to restore it.
         """
         result: list[tuple[int, Side, int, int, int]] = []
+        for order in self._resting():
+            assert order.price is not None
+            result.append(
+                (order.order_id, order.side, order.price, order.remaining, order.owner)
+            )
+        return result
+
+    def _resting(self) -> Iterator[_Order]:
         sides = ((self._bids, reversed(self._bids)), (self._asks, iter(self._asks)))
         for book, prices in sides:
             for price in prices:
-                result.extend(
-                    (o.order_id, o.side, o.price, o.remaining, o.owner)
-                    for o in book[price].orders.values()
-                )
-        return result
+                yield from book[price].orders.values()
 
     def get(self, order_id: int) -> tuple[Side, int, int] | None:
-        """(side, price, remaining) of a resting order, or None."""
+        """(side, price, remaining) of a resting order, or None.
+
+        None also for a parked stop (see :meth:`view`).
+        """
         order = self._index.get(order_id)
         if order is None:
             return None
+        assert order.price is not None
         return order.side, order.price, order.remaining
 
+    def view(self, order_id: int) -> OrderView | None:
+        """The :class:`OrderView` of a live order (resting or parked), or None."""
+        order = self._index.get(order_id)
+        if order is not None:
+            return _view(order, parked=False)
+        order = self._parked.get(order_id)
+        return None if order is None else _view(order, parked=True)
+
+    def snapshot(self) -> list[OrderView]:
+        """Every live order, in the order to restore them.
+
+        Resting orders in time priority across the whole book (the order they
+        took their places), then parked stops in acceptance order.  Applying
+        ``view.restore()`` for each, after :meth:`restore_commands`' settings,
+        rebuilds an identical book.
+        """
+        return [_view(order, parked=False) for order in self._index.values()] + [
+            _view(order, parked=True) for order in self._park.in_order()
+        ]
+
+    def restore_commands(self) -> list[Command]:
+        """Commands that rebuild this book on an empty one, events aside.
+
+        The band, the auction flag and the last price first, then one
+        ``RestoreOrder`` per :meth:`snapshot` entry.
+        """
+        commands: list[Command] = []
+        low, high = self._band
+        if low is not None or high is not None:
+            commands.append(SetBand(low, high))
+        if self._auction:
+            commands.append(SetAuction(True))
+        if self._last is not None:
+            commands.append(SetLastPrice(self._last))
+        commands.extend(view.restore() for view in self.snapshot())
+        return commands
+
     def __len__(self) -> int:
-        return len(self._index)
+        """The number of live orders: resting and parked."""
+        return len(self._index) + len(self._parked)
 
     def __contains__(self, order_id: object) -> bool:
-        return order_id in self._index
+        """Whether ``order_id`` is live: resting or parked."""
+        return order_id in self._index or order_id in self._parked
 
     def __repr__(self) -> str:
         return (
             f"<OrderBook bid={self.best_bid()} ask={self.best_ask()}"
-            f" orders={len(self)}>"
+            f" orders={len(self)}{' auction' if self._auction else ''}>"
         )
+
+
+def _view(order: _Order, *, parked: bool) -> OrderView:
+    ext = order.ext
+    if ext is None:
+        return OrderView(
+            order.order_id,
+            order.side,
+            _LIMIT,
+            order.tif,
+            order.price,
+            order.remaining,
+            order.remaining,
+            order.owner,
+            False,
+        )
+    return OrderView(
+        order.order_id,
+        order.side,
+        ext.kind,
+        order.tif,
+        order.price,
+        order.remaining,
+        None if parked else order.shown(),
+        order.owner,
+        parked,
+        stop_price=ext.stop_price,
+        trigger=ext.trigger,
+        trail_amount=ext.trail_amount,
+        trail_bps=ext.trail_bps,
+        display_quantity=ext.display,
+        post_only=ext.post_only,
+        min_quantity=ext.min_quantity,
+        stp=ext.stp,
+        oco_with=None if ext.oco is None else ext.oco.order_id,
+    )
+
+
+_HANDLERS: dict[type, Callable[[OrderBook, object], list[Event]]] = {
+    NewOrder: OrderBook._new_order,  # type: ignore[dict-item]
+    CancelOrder: lambda book, command: book._cancel(command.order_id, _REQUESTED),  # type: ignore[attr-defined]
+    ExpireOrder: OrderBook._expire,  # type: ignore[dict-item]
+    AmendOrder: OrderBook._amend,  # type: ignore[dict-item]
+    RestoreOrder: OrderBook._restore,  # type: ignore[dict-item]
+    SetAuction: OrderBook._set_auction,  # type: ignore[dict-item]
+    Uncross: OrderBook._uncross_command,  # type: ignore[dict-item]
+    SetBand: OrderBook._set_band,  # type: ignore[dict-item]
+    SetLastPrice: OrderBook._set_last_price,  # type: ignore[dict-item]
+}

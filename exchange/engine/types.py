@@ -343,7 +343,7 @@ class Fill:
     taker_remaining: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Rested:
     """The (rest of the) order now sits on the book, with time priority now.
 
@@ -355,11 +355,24 @@ class Rested:
     side: Side
     price: int
     remaining: int
-    visible: int | None = None
+    visible: int
 
-    def __post_init__(self) -> None:
-        if self.visible is None:
-            object.__setattr__(self, "visible", self.remaining)
+    def __init__(
+        self,
+        order_id: int,
+        side: Side,
+        price: int,
+        remaining: int,
+        visible: int | None = None,
+    ) -> None:
+        # Hand-written (the engine builds one per resting order): the default
+        # of ``visible`` depends on ``remaining``.
+        _set = object.__setattr__
+        _set(self, "order_id", order_id)
+        _set(self, "side", side)
+        _set(self, "price", price)
+        _set(self, "remaining", remaining)
+        _set(self, "visible", remaining if visible is None else visible)
 
 
 @dataclass(frozen=True, slots=True)

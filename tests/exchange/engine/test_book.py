@@ -389,18 +389,15 @@ def test_a_market_order_on_an_empty_book_is_cancelled() -> None:
     assert events == [Accepted(1), Cancelled(1, 5, CancelReason.MARKET_REMAINDER)]
 
 
-def test_a_gtc_market_order_never_rests() -> None:
+def test_a_gtc_market_order_is_rejected() -> None:
+    # The contract makes MARKET orders IOC or FOK only.
     book = book_with(limit(1, SELL, 5, 100))
 
     events = book.apply(market(9, BUY, 8, tif=GTC))
 
-    assert events == [
-        Accepted(9),
-        fill(1, 1, 9, BUY, 100, 5, 0, 3),
-        Cancelled(9, 3, CancelReason.MARKET_REMAINDER),
-    ]
+    assert events == [Rejected(9, RejectReason.INVALID_TIME_IN_FORCE)]
     assert 9 not in book
-    assert len(book) == 0
+    assert book.orders() == [(1, SELL, 100, 5, 0)]
 
 
 def test_a_market_buy_never_fills_above_its_protection_limit() -> None:

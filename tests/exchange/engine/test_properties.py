@@ -84,7 +84,9 @@ market_orders = st.builds(
     order_id=order_ids,
     side=sides,
     order_type=st.just(OrderType.MARKET),
-    time_in_force=tifs,
+    time_in_force=weighted(
+        (4, st.sampled_from([TimeInForce.IOC, TimeInForce.FOK])), (1, tifs)
+    ),
     quantity=quantities,
     price=weighted((6, st.none()), (6, prices), (1, st.just(0))),
     owner=owners,
@@ -224,6 +226,9 @@ class ModelBook:
             return [Rejected(oid, RejectReason.INVALID_QUANTITY)]
         if (limit is None and not is_market) or (limit is not None and limit <= 0):
             return [Rejected(oid, RejectReason.INVALID_PRICE)]
+        immediate = command.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
+        if is_market and not immediate:
+            return [Rejected(oid, RejectReason.INVALID_TIME_IN_FORCE)]
         events: list[Event] = [Accepted(oid)]
         remaining = command.quantity
         if command.time_in_force is TimeInForce.FOK:
@@ -263,7 +268,7 @@ class ModelBook:
         if remaining:
             if is_market:
                 events.append(Cancelled(oid, remaining, CancelReason.MARKET_REMAINDER))
-            elif command.time_in_force is TimeInForce.GTC:
+            elif not immediate:  # GTC, DAY and GTD rest alike
                 assert limit is not None
                 rest = ModelOrder(oid, side, limit, remaining, command.owner)
                 self.resting.append(rest)
@@ -439,7 +444,7 @@ def test_fills_follow_price_time_priority_exactly_as_a_naive_model_does(
 def test_compacting_level_storage_early_changes_nothing(stream: list[Command]) -> None:
     # Levels normally compact only after dozens of deletions; lower the bar
     # so that random streams over deep levels exercise it often.
-    with mock.patch("exchange.engine.book._COMPACT_MIN_HOLES", 1):
+    with mock.patch("exchange.engine._model.COMPACT_MIN_HOLES", 1):
         book = OrderBook()
         model = ModelBook()
         for command in stream:
