@@ -140,6 +140,8 @@ class BookCore:
         side = order.side
         quantity = order.remaining
         time_in_force = order.tif
+        if kind is _MTL:
+            self._mtl_limit(order)
         if time_in_force is _FOK or min_quantity:
             available = self._executable(side, order.price, max(quantity, min_quantity))
             if time_in_force is _FOK and available < quantity:
@@ -163,6 +165,19 @@ class BookCore:
             self._end(order, remaining, _IOC_REMAINDER, events)
         else:
             self._rest(order, events)
+
+    def _mtl_limit(self, order: _Order) -> None:
+        """A market-to-limit order takes only the best opposite price: that price
+        (if within its protection) becomes its limit, so it is also the price its
+        remainder rests at."""
+        buying = order.side is _BUY
+        opposite = self._asks if buying else self._bids
+        if not opposite:
+            return
+        best = opposite.keys()[0] if buying else opposite.keys()[-1]
+        protection = order.price
+        if protection is None or (best <= protection if buying else best >= protection):
+            order.price = best
 
     def _end(
         self, order: _Order, remaining: int, reason: CancelReason, events: list[Event]

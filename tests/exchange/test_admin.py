@@ -113,6 +113,7 @@ def test_adding_a_market_goes_through_market_create(admin_client, admin_user):
             "taker_fee_bps": "3",
             "market_order_collar_percent": "10",
             "settlement_days": "2",
+            "self_trade_prevention": "cancel_newest",
         },
     )
 

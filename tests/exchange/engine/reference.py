@@ -456,6 +456,11 @@ class ReferenceBook:
             # Only resting-TIF limits get here in an auction (validated).
             self.rest(order, events)
             return
+        if order.order_type is MARKET_TO_LIMIT:
+            # It takes only the best opposite price, which becomes its limit.
+            makers = self.resting(self.opposite(order.side))
+            if makers and self.acceptable(order.side, limit, makers[0].price):
+                limit = order.price = makers[0].price
         if entry and order.time_in_force is TimeInForce.FOK:
             if self.executable(order.side, limit) < order.remaining:
                 self.cancel_taker(order, CancelReason.FOK_UNFILLABLE, events)

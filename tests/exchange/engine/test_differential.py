@@ -722,6 +722,7 @@ def test_reference_stop_cascade_and_oco() -> None:
 def test_reference_market_to_limit_rests_at_its_first_fill_price() -> None:
     from exchange.engine.types import Accepted, Fill, Rested
 
+    # It takes only the best level (101) and rests the rest there.
     _, events = _ref(
         NewOrder(1, Side.SELL, LIMIT, GTC, 2, 101),
         NewOrder(2, Side.SELL, LIMIT, GTC, 2, 102),
@@ -730,8 +731,7 @@ def test_reference_market_to_limit_rests_at_its_first_fill_price() -> None:
     assert events[2] == [
         Accepted(3),
         Fill(1, 1, 3, 0, 0, Side.BUY, 101, 2, 0, 5),
-        Fill(2, 2, 3, 0, 0, Side.BUY, 102, 2, 0, 3),
-        Rested(3, Side.BUY, 101, 3),
+        Rested(3, Side.BUY, 101, 5),
     ]
 
 

@@ -355,15 +355,14 @@ def test_a_market_to_limit_order_rests_its_remainder_at_its_first_fill_price() -
 
     events = book.apply(order(9, BUY, 20, 101, order_type=MTL))
 
-    # It sweeps up to its protection price like a market order, then rests.
+    # It takes only the best price level (within its protection), then rests there.
     assert events == [
         Accepted(9),
         fill(1, 1, 9, BUY, 100, 5, 0, 15),
-        fill(2, 2, 9, BUY, 101, 5, 0, 10),
-        Rested(9, BUY, 100, 10),
+        Rested(9, BUY, 100, 15),
     ]
-    assert book.depth() == ([(100, 10, 1)], [(102, 5, 1)])
-    assert book.view(9) == OrderView(9, BUY, LIMIT, GTC, 100, 10, 10, 0, False)
+    assert book.depth() == ([(100, 15, 1)], [(101, 5, 1), (102, 5, 1)])
+    assert book.view(9) == OrderView(9, BUY, LIMIT, GTC, 100, 15, 15, 0, False)
 
 
 def test_a_market_to_limit_order_that_cannot_fill_is_cancelled() -> None:
