@@ -22,10 +22,11 @@ is refused (``idempotency_key_reused``, 409). Two concurrent requests with one k
 are settled by the database's unique constraint: the loser returns the winner.
 Internal callers (tests, the demo data) may omit the key: one is generated.
 
-Locks, in this order: account rows (by pk), then transfer rows, then balances
-(``registry.ledger`` locks them by (account, asset)). A withdrawal request locks
-the account row, which serialises the account's withdrawal requests for the daily
-limit; approvals, rejections and cancels lock the transfer row first.
+Locks, in this order: account rows (by pk, ``FOR NO KEY UPDATE``), then transfer
+rows, then balances (``registry.ledger`` locks them by (account, asset)). A
+withdrawal request locks the account row, which serialises the account's
+withdrawal requests for the daily limit; approvals, rejections and cancels lock the
+transfer row first.
 
 Side effect on commit: the changed client balances are published on the accounts'
 ``balances`` / ``holdings`` streams.
@@ -614,10 +615,16 @@ def _require_trading_access(user: User, account: Account) -> None:
 
 
 def _lock_client_accounts(account_ids: Iterable[int]) -> list[Account]:
-    """Lock the accounts' rows (by pk) and check each is an active client account."""
+    """Lock the accounts' rows (by pk) and check each is an active client account.
+
+    ``FOR NO KEY UPDATE``: it serialises the account's transfers and status changes
+    but not rows that merely reference the account. Order entry inserts an order
+    (which takes ``FOR KEY SHARE`` on the account) while holding a balance lock; a
+    plain ``FOR UPDATE`` here, taken before the balance lock, would deadlock with it.
+    """
     ids = sorted(set(account_ids))
     accounts = list(
-        Account.objects.select_for_update(of=("self",))
+        Account.objects.select_for_update(of=("self",), no_key=True)
         .select_related("currency")
         .filter(pk__in=ids)
         .order_by("pk")
