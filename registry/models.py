@@ -385,8 +385,14 @@ class Transfer(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["requested_by", "idempotency_key"],
-                nulls_distinct=False,
                 name="transfer_idempotency_key_unique_per_user",
+            ),
+            # Requests without a user (scripts): NULLs are distinct above, and
+            # "NULLS NOT DISTINCT" is PostgreSQL 15+ only (not SQLite).
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(requested_by__isnull=True),
+                name="transfer_idempotency_key_unique_without_user",
             ),
         ]
 

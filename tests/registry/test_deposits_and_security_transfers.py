@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import pytest
+from django.db import IntegrityError, transaction
 
 from registry.models import Account, Balance, Transfer
 from registry.services import RegistryError
@@ -176,6 +177,31 @@ def test_the_service_records_a_transfer_for_internal_callers_without_a_key(
         None,
         32,
     )
+
+
+def test_keys_of_requests_without_a_user_are_unique_too(alice_account):
+    def credit():
+        return cash_deposit(
+            account=alice_account,
+            asset=alice_account.currency,
+            amount=Decimal("5.00"),
+            acting_user=None,
+            idempotency_key="batch-2026-03-10",
+        )
+
+    first, again = credit(), credit()
+
+    assert (first.created, again.created) == (True, False)
+    assert again.transfer.pk == first.transfer.pk
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Transfer.objects.create(
+            kind="deposit",
+            status="completed",
+            account=alice_account,
+            asset=alice_account.currency,
+            amount=Decimal(1),
+            idempotency_key="batch-2026-03-10",
+        )
 
 
 # Security issues and transfers ---------------------------------------------------------
