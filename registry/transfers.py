@@ -30,71 +30,68 @@ transfer row first.
 
 Side effect on commit: the changed client balances are published on the accounts'
 ``balances`` / ``holdings`` streams.
+
+The shared steps (checks, locks, the record, audit, publication, idempotency) are in
+``registry.transfer_steps``.
 """
 
-import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from registry.ledger import InsufficientBalanceError, LedgerBatch, Line
 from registry.models import (
     Account,
-    AccountAccess,
     Asset,
     Balance,
     Bucket,
     JournalEntry,
     Transfer,
 )
-from registry.services import (
-    RegistryError,
-    User,
-    _user_id,
-    audit_record,
-    system_account,
+from registry.services import RegistryError, User, _user_id, system_account
+from registry.transfer_steps import (
+    MAX_KEY_LENGTH,
+    TransferResult,
+    TransferSpec,
+    balances_publish,
+    check_amount,
+    check_idempotency_key,
+    idempotent_run,
+    lock_client_accounts,
+    lock_transfer,
+    require_pending,
+    require_staff,
+    require_trading_access,
+    shortfall_error,
+    transfer_audit,
+    transfer_create,
+    transfer_decide,
+    transfer_not_found,
 )
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "TransferResult",
+    "TransferSpec",
+    "cash_deposit",
+    "check_idempotency_key",
+    "operator_day",
+    "security_issue",
+    "security_transfer",
+    "withdrawal_approve",
+    "withdrawal_cancel",
+    "withdrawal_reject",
+    "withdrawal_request",
+    "withdrawn_today",
+]
 
 #: The precision of ``Balance.cost``; a security transfer moves cost at it.
 COST_UNIT = Decimal("1e-10")
-MAX_KEY_LENGTH = 64
-
-
-@dataclass(frozen=True, slots=True)
-class TransferResult:
-    """A transfer service's answer: ``created`` is False for an idempotent replay."""
-
-    transfer: Transfer
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TransferSpec:
-    """What a request asked for: compared with the stored transfer on a replay."""
-
-    kind: str
-    account_id: int
-    asset_id: int
-    amount: Decimal
-    memo: str = ""
-    counterparty_id: int | None = None
-
-    def same_as(self, transfer: Transfer) -> bool:
-        return (
-            transfer.kind == self.kind
-            and transfer.account_id == self.account_id
-            and transfer.asset_id == self.asset_id
-            and transfer.amount == self.amount
-            and transfer.memo == self.memo
-            and transfer.counterparty_id == self.counterparty_id
-        )
 
 
 # Deposits and security issues ----------------------------------------------------
@@ -176,13 +173,13 @@ def _credit_from_system(
     idempotency_key: str,
     default_reason: str,
 ) -> TransferResult:
-    _check_amount(spec.amount, asset)
+    check_amount(spec.amount, asset)
 
     def perform(key: str) -> Transfer:
         # Checked under the row lock, so a concurrent suspension wins or waits.
-        (account,) = _lock_client_accounts([spec.account_id])
+        (account,) = lock_client_accounts([spec.account_id])
         source = system_account(system_kind)
-        transfer = _create(spec, key, acting_user, Transfer.Status.COMPLETED)
+        transfer = transfer_create(spec, key, acting_user, Transfer.Status.COMPLETED)
         batch = LedgerBatch([(account.pk, asset.pk), (source.pk, asset.pk)])
         batch.post(
             kind=journal_kind,
@@ -195,12 +192,12 @@ def _credit_from_system(
             acting_user_id=_user_id(acting_user),
         )
         (entry,) = batch.flush()
-        _audit(transfer, acting_user, spec.kind, spec.memo, entries=[entry])
-        _publish(batch.balances.values())
+        transfer_audit(transfer, acting_user, spec.kind, spec.memo, entries=[entry])
+        balances_publish(batch.balances.values())
         return transfer
 
     # Not durable: the demo data credits accounts inside its own transaction.
-    return _idempotent(spec, acting_user, idempotency_key, perform, durable=False)
+    return idempotent_run(spec, acting_user, idempotency_key, perform, durable=False)
 
 
 # Security transfers -----------------------------------------------------------------
@@ -233,7 +230,7 @@ def security_transfer(
         raise RegistryError(
             f"{asset.code} is not a security.", code="not_a_security", field="asset"
         )
-    _check_amount(amount, asset)
+    check_amount(amount, asset)
     if from_account.pk == to_account.pk:
         raise RegistryError(
             "The sending and receiving accounts are the same.",
@@ -250,8 +247,8 @@ def security_transfer(
     )
 
     def perform(key: str) -> Transfer:
-        _lock_client_accounts([from_account.pk, to_account.pk])
-        transfer = _create(spec, key, acting_user, Transfer.Status.COMPLETED)
+        lock_client_accounts([from_account.pk, to_account.pk])
+        transfer = transfer_create(spec, key, acting_user, Transfer.Status.COMPLETED)
         batch = LedgerBatch([(from_account.pk, asset.pk), (to_account.pk, asset.pk)])
         sender = batch.balance(from_account.pk, asset.pk)
         cost_moved = _cost_share(sender, amount)
@@ -267,13 +264,13 @@ def security_transfer(
                 acting_user_id=_user_id(acting_user),
             )
         except InsufficientBalanceError as error:
-            raise _shortfall_error(
+            raise shortfall_error(
                 "insufficient_holdings", asset, amount, error.shortfall
             ) from error
         batch.adjust_cost(from_account.pk, asset.pk, -cost_moved)
         batch.adjust_cost(to_account.pk, asset.pk, cost_moved)
         entries = batch.flush()
-        _audit(
+        transfer_audit(
             transfer,
             acting_user,
             spec.kind,
@@ -282,10 +279,10 @@ def security_transfer(
             to_account=to_account.number,
             cost=str(cost_moved),
         )
-        _publish(batch.balances.values())
+        balances_publish(batch.balances.values())
         return transfer
 
-    return _idempotent(spec, acting_user, idempotency_key, perform)
+    return idempotent_run(spec, acting_user, idempotency_key, perform)
 
 
 def _cost_share(position: Balance, amount: Decimal) -> Decimal:
@@ -323,21 +320,23 @@ def withdrawal_request(
     (422), and the idempotency errors. On any error nothing is stored or held.
     """
     if on_behalf:
-        _require_staff(acting_user)
+        require_staff(acting_user)
     else:
-        _require_trading_access(acting_user, account)
+        require_trading_access(acting_user, account)
     if asset.kind != Asset.Kind.CURRENCY:
         raise RegistryError(
             f"{asset.code} is not a currency.", code="not_a_currency", field="asset"
         )
-    _check_amount(amount, asset)
+    check_amount(amount, asset)
     spec = TransferSpec(Transfer.Kind.WITHDRAWAL, account.pk, asset.pk, amount, memo)
 
     def perform(key: str) -> Transfer:
-        (locked,) = _lock_client_accounts([account.pk])
+        (locked,) = lock_client_accounts([account.pk])
         now = timezone.now()
         _check_daily_limit(locked, asset, amount, now)
-        transfer = _create(spec, key, acting_user, Transfer.Status.PENDING, now=now)
+        transfer = transfer_create(
+            spec, key, acting_user, Transfer.Status.PENDING, now=now
+        )
         batch = LedgerBatch([(account.pk, asset.pk)])
         try:
             batch.post(
@@ -351,11 +350,11 @@ def withdrawal_request(
                 acting_user_id=_user_id(acting_user),
             )
         except InsufficientBalanceError as error:
-            raise _shortfall_error(
+            raise shortfall_error(
                 "insufficient_funds", asset, amount, error.shortfall
             ) from error
         entries = batch.flush()
-        _audit(
+        transfer_audit(
             transfer,
             acting_user,
             "withdrawal_request",
@@ -363,10 +362,10 @@ def withdrawal_request(
             entries=entries,
             on_behalf=on_behalf,
         )
-        _publish(batch.balances.values())
+        balances_publish(batch.balances.values())
         return transfer
 
-    return _idempotent(spec, acting_user, idempotency_key, perform)
+    return idempotent_run(spec, acting_user, idempotency_key, perform)
 
 
 def withdrawal_approve(
@@ -378,12 +377,13 @@ def withdrawal_approve(
     withdrawal (also when staff requested it for the client). Posts a
     ``withdrawal`` entry (the account's held -amount, SYS-OMNIBUS available
     +amount), marks the transfer ``completed`` with the decision, audited with
-    ``reason``. Raises ``RegistryError``: ``staff_only``, ``maker_checker_violation``
+    ``reason``. The account's status is not checked: funds held for a withdrawal
+    may be paid out of a suspended or closed account. Raises ``RegistryError``: ``staff_only``, ``maker_checker_violation``
     (403), ``transfer_not_found`` (404), ``transfer_not_pending`` (409).
     """
-    _require_staff(acting_user)
+    require_staff(acting_user)
     with transaction.atomic(durable=True):
-        transfer = _lock_transfer(transfer_id)
+        transfer = lock_transfer(transfer_id)
         if transfer.requested_by_id is not None and (
             transfer.requested_by_id == _user_id(acting_user)
         ):
@@ -392,7 +392,7 @@ def withdrawal_approve(
                 code="maker_checker_violation",
                 status=403,
             )
-        _require_pending(transfer)
+        require_pending(transfer)
         omnibus = system_account(Account.Kind.OMNIBUS)
         account_id, asset_id = transfer.account_id, transfer.asset_id
         batch = LedgerBatch([(account_id, asset_id), (omnibus.pk, asset_id)])
@@ -407,9 +407,11 @@ def withdrawal_approve(
             acting_user_id=_user_id(acting_user),
         )
         entries = batch.flush()
-        _decide(transfer, acting_user, Transfer.Status.COMPLETED, reason)
-        _audit(transfer, acting_user, "withdrawal_approve", reason, entries=entries)
-        _publish(batch.balances.values())
+        transfer_decide(transfer, acting_user, Transfer.Status.COMPLETED, reason)
+        transfer_audit(
+            transfer, acting_user, "withdrawal_approve", reason, entries=entries
+        )
+        balances_publish(batch.balances.values())
     return transfer
 
 
@@ -420,7 +422,7 @@ def withdrawal_reject(*, transfer_id: int, acting_user: User, reason: str) -> Tr
     ``staff_only`` (403), ``reason_required`` (400), ``transfer_not_found`` (404),
     ``transfer_not_pending`` (409).
     """
-    _require_staff(acting_user)
+    require_staff(acting_user)
     if not reason.strip():
         raise RegistryError(
             "Give the reason for the rejection.",
@@ -454,8 +456,8 @@ def withdrawal_cancel(*, transfer_id: int, acting_user: User) -> Transfer:
         .first()
     )
     if transfer is None:
-        raise _transfer_not_found(transfer_id)
-    _require_trading_access(acting_user, transfer.account)
+        raise transfer_not_found(transfer_id)
+    require_trading_access(acting_user, transfer.account)
     return _release(
         transfer_id=transfer.pk,
         acting_user=acting_user,
@@ -469,8 +471,8 @@ def _release(
     *, transfer_id: int, acting_user: User, status: str, reason: str, action: str
 ) -> Transfer:
     with transaction.atomic(durable=True):
-        transfer = _lock_transfer(transfer_id)
-        _require_pending(transfer)
+        transfer = lock_transfer(transfer_id)
+        require_pending(transfer)
         account_id, asset_id = transfer.account_id, transfer.asset_id
         batch = LedgerBatch([(account_id, asset_id)])
         batch.post(
@@ -484,9 +486,9 @@ def _release(
             acting_user_id=_user_id(acting_user),
         )
         entries = batch.flush()
-        _decide(transfer, acting_user, status, reason)
-        _audit(transfer, acting_user, action, reason, entries=entries)
-        _publish(batch.balances.values())
+        transfer_decide(transfer, acting_user, status, reason)
+        transfer_audit(transfer, acting_user, action, reason, entries=entries)
+        balances_publish(batch.balances.values())
     return transfer
 
 
@@ -540,256 +542,3 @@ def _check_daily_limit(
             field="amount",
             status=422,
         )
-
-
-# Building blocks --------------------------------------------------------------------
-
-
-def check_idempotency_key(key: str) -> None:
-    """Raise ``invalid_idempotency_key`` unless ``key`` is 1-64 printable ASCII
-    characters without spaces."""
-    if not (
-        0 < len(key) <= MAX_KEY_LENGTH
-        and key.isascii()
-        and key.isprintable()
-        and " " not in key
-    ):
-        raise RegistryError(
-            f"An idempotency key is 1 to {MAX_KEY_LENGTH} printable ASCII "
-            "characters without spaces.",
-            code="invalid_idempotency_key",
-            field="idempotency_key",
-        )
-
-
-def _check_amount(amount: Decimal, asset: Asset) -> None:
-    if not amount.is_finite() or amount <= 0:
-        raise RegistryError(
-            "The amount must be positive.", code="invalid_amount", field="amount"
-        )
-    if not asset.is_on_grid(amount):
-        raise RegistryError(
-            f"{amount} has more than {asset.scale} decimal places.",
-            code="too_precise",
-            field="amount",
-        )
-
-
-def _shortfall_error(
-    code: str, asset: Asset, amount: Decimal, shortfall: Decimal
-) -> RegistryError:
-    return RegistryError(
-        f"{asset.quantize(amount)} {asset.code} needed, "
-        f"{asset.quantize(amount - shortfall)} available.",
-        code=code,
-        field="amount",
-        status=422,
-    )
-
-
-def _require_staff(user: User) -> None:
-    if user is None or not user.is_authenticated or not user.is_staff:
-        raise RegistryError("Only staff may do this.", code="staff_only", status=403)
-
-
-def _require_trading_access(user: User, account: Account) -> None:
-    role = (
-        AccountAccess.objects.filter(account=account, user_id=_user_id(user))
-        .values_list("role", flat=True)
-        .first()
-    )
-    if role is None:
-        raise RegistryError(
-            f"There is no account {account.pk}.",
-            code="account_not_found",
-            field="account",
-            status=404,
-        )
-    if role not in AccountAccess.TRADING_ROLES:
-        raise RegistryError(
-            f"You may not move money out of account {account.number}.",
-            code="account_forbidden",
-            field="account",
-            status=403,
-        )
-
-
-def _lock_client_accounts(account_ids: Iterable[int]) -> list[Account]:
-    """Lock the accounts' rows (by pk) and check each is an active client account.
-
-    ``FOR NO KEY UPDATE``: it serialises the account's transfers and status changes
-    but not rows that merely reference the account. Order entry inserts an order
-    (which takes ``FOR KEY SHARE`` on the account) while holding a balance lock; a
-    plain ``FOR UPDATE`` here, taken before the balance lock, would deadlock with it.
-    """
-    ids = sorted(set(account_ids))
-    accounts = list(
-        Account.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("currency")
-        .filter(pk__in=ids)
-        .order_by("pk")
-    )
-    for account in accounts:
-        if account.is_system:
-            raise RegistryError(
-                f"{account.number} is not a client account.",
-                code="not_a_client_account",
-                field="account",
-            )
-        if account.status != Account.Status.ACTIVE:
-            raise RegistryError(
-                f"Account {account.number} is {account.status}.",
-                code="account_inactive",
-                field="account",
-                status=422,
-            )
-    return accounts
-
-
-def _lock_transfer(transfer_id: int) -> Transfer:
-    transfer = (
-        Transfer.objects.select_for_update(of=("self",))
-        .select_related("account", "asset")
-        .filter(pk=transfer_id)
-        .first()
-    )
-    if transfer is None:
-        raise _transfer_not_found(transfer_id)
-    return transfer
-
-
-def _transfer_not_found(transfer_id: int) -> RegistryError:
-    return RegistryError(
-        f"There is no transfer {transfer_id}.", code="transfer_not_found", status=404
-    )
-
-
-def _require_pending(transfer: Transfer) -> None:
-    if not transfer.is_pending:
-        raise RegistryError(
-            f"Transfer {transfer.pk} is {transfer.status}, not pending.",
-            code="transfer_not_pending",
-            status=409,
-        )
-
-
-def _create(
-    spec: TransferSpec,
-    key: str,
-    acting_user: User,
-    status: str,
-    *,
-    now: datetime | None = None,
-) -> Transfer:
-    now = now or timezone.now()
-    completed = status == Transfer.Status.COMPLETED
-    return Transfer.objects.create(
-        kind=spec.kind,
-        status=status,
-        account_id=spec.account_id,
-        counterparty_id=spec.counterparty_id,
-        asset_id=spec.asset_id,
-        amount=spec.amount,
-        idempotency_key=key,
-        memo=spec.memo,
-        requested_by_id=_user_id(acting_user),
-        decided_by_id=_user_id(acting_user) if completed else None,
-        decided_at=now if completed else None,
-        created_at=now,
-    )
-
-
-def _decide(transfer: Transfer, acting_user: User, status: str, reason: str) -> None:
-    transfer.status = status
-    transfer.decided_by_id = _user_id(acting_user)
-    transfer.decided_at = timezone.now()
-    transfer.decision_reason = reason
-    transfer.save(
-        update_fields=["status", "decided_by", "decided_at", "decision_reason"]
-    )
-
-
-def _audit(
-    transfer: Transfer,
-    acting_user: User,
-    action: str,
-    reason: str,
-    *,
-    entries: Iterable[JournalEntry],
-    **extra: object,
-) -> None:
-    audit_record(
-        actor=acting_user,
-        action=action,
-        target=transfer,
-        reason=reason,
-        changes={
-            "account": transfer.account.number,
-            "asset": transfer.asset.code,
-            "amount": str(transfer.amount),
-            "status": transfer.status,
-            "entries": [entry.pk for entry in entries],
-            **extra,
-        },
-    )
-
-
-def _publish(balances: Iterable[Balance]) -> None:
-    """Publish the changed client balances on commit.
-
-    Precondition: inside the transaction, after the balance locks. The balance and
-    holding topics belong to the OMS streams (``oms.publish``), which build on the
-    registry: imported at call time to keep the registry importable on its own.
-    """
-    from exchange.streams import publish_on_commit
-    from oms.publish import private_messages
-
-    publish_on_commit(private_messages(orders=[], balances=balances))
-
-
-def _replay(spec: TransferSpec, user_id: int | None, key: str) -> TransferResult | None:
-    transfer = (
-        Transfer.objects.select_related("account", "asset", "counterparty")
-        .filter(requested_by_id=user_id, idempotency_key=key)
-        .first()
-    )
-    if transfer is None:
-        return None
-    if not spec.same_as(transfer):
-        raise RegistryError(
-            f"Idempotency key {key!r} was used for a different request.",
-            code="idempotency_key_reused",
-            field="idempotency_key",
-            status=409,
-        )
-    return TransferResult(transfer=transfer, created=False)
-
-
-def _idempotent(
-    spec: TransferSpec,
-    acting_user: User,
-    key: str,
-    perform: Callable[[str], Transfer],
-    *,
-    durable: bool = True,
-) -> TransferResult:
-    """Run ``perform(key)`` in a transaction unless ``key`` was used already."""
-    user_id = _user_id(acting_user)
-    if key:
-        check_idempotency_key(key)
-        replay = _replay(spec, user_id, key)
-        if replay is not None:
-            return replay
-    else:
-        key = uuid.uuid4().hex
-    try:
-        with transaction.atomic(durable=durable):
-            transfer = perform(key)
-    except IntegrityError:
-        # A concurrent request with the same key won the race (or the error is
-        # another one, raised again).
-        replay = _replay(spec, user_id, key)
-        if replay is None:
-            raise
-        return replay
-    return TransferResult(transfer=transfer, created=True)

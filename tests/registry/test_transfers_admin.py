@@ -61,6 +61,11 @@ def test_the_account_page_links_to_the_withdrawal_and_transfer_views(
     content = response.content.decode()
     assert f'href="{url("account_withdraw", alice_account.pk)}"' in content
     assert f'href="{url("account_transfer", alice_account.pk)}"' in content
+    transfers = f"{url('transfer_changelist')}?account__id__exact={alice_account.pk}"
+    assert f'href="{transfers}"' in content
+    listed = admin_client.get(transfers)
+    assert listed.status_code == 200
+    assert {t.account for t in listed.context["cl"].result_list} == {alice_account}
 
 
 def test_staff_request_a_withdrawal_for_a_client_and_it_is_held(
