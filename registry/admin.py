@@ -2,14 +2,17 @@
 
 Every write goes through a registry service with ``acting_user=request.user``:
 accounts are opened by ``account_open``, access is granted by
-``account_access_grant``, cash and holdings are credited by ``cash_deposit`` and
-``security_issue`` (custom views linked from the account page, which also links to
-the account's balances and holdings as at a past instant and to its statement).
-Direct edits of configuration go through :class:`AuditedModelAdmin`, which writes an
-audit record naming the staff user in the same transaction. Ledger rows, balances
-and audit records are read-only.
+``account_access_grant``; the account page links to money views that call
+``cash_deposit``, ``security_issue``, ``withdrawal_request`` (staff on the client's
+behalf) and ``security_transfer``; transfers and their approval live in
+``registry.admin_transfers``. Direct edits of
+configuration go through :class:`AuditedModelAdmin`, which writes an audit record
+naming the staff user in the same transaction. Ledger rows, balances and audit
+records are read-only. The account page also links to its balances and holdings
+as at a past instant and to its statement.
 """
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +40,7 @@ from registry.models import (
     Balance,
     JournalEntry,
     Posting,
+    Transfer,
 )
 from registry.selectors import positions_as_at
 from registry.services import (
@@ -45,8 +49,6 @@ from registry.services import (
     account_access_grant,
     account_open,
     audit_record,
-    cash_deposit,
-    security_issue,
 )
 from registry.statements import (
     account_statement,
@@ -55,6 +57,13 @@ from registry.statements import (
     statement_csv,
     statement_filename,
     statement_html,
+)
+from registry.transfers import (
+    TransferResult,
+    cash_deposit,
+    security_issue,
+    security_transfer,
+    withdrawal_request,
 )
 from registry.wire import balance_to_wire, holding_to_wire
 
@@ -255,8 +264,12 @@ class BalanceInline(ReadOnlyAdminMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("asset")
 
 
-class CreditForm(forms.Form):
-    """Credit an asset to an account: ``asset`` limited to one asset kind."""
+class MoneyForm(forms.Form):
+    """A money view's form: an asset of one kind, an amount and a note.
+
+    The hidden ``idempotency_key`` is drawn when the form is shown, so submitting
+    the same page twice (a double click, a resent POST) records one transfer.
+    """
 
     asset = forms.ModelChoiceField(queryset=Asset.objects.none())
     amount = forms.DecimalField(
@@ -266,11 +279,105 @@ class CreditForm(forms.Form):
         widget=forms.TextInput(attrs={"inputmode": "decimal"}),
     )
     reason = forms.CharField(max_length=200, required=False)
+    idempotency_key = forms.CharField(
+        max_length=64, required=False, widget=forms.HiddenInput
+    )
 
     def __init__(self, *args: Any, asset_kind: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         asset_field = cast(forms.ModelChoiceField, self.fields["asset"])
         asset_field.queryset = Asset.objects.filter(kind=asset_kind)
+        self.initial.setdefault("idempotency_key", uuid.uuid4().hex)
+
+
+class SecurityTransferForm(MoneyForm):
+    """Move units to another client account, named by its number."""
+
+    field_order = ["to_account", "asset", "amount", "reason"]
+
+    to_account = forms.CharField(max_length=32, label="To account (number)")
+
+    def clean_to_account(self) -> Account:
+        number = self.cleaned_data["to_account"].strip()
+        account = Account.objects.filter(number=number).first()
+        if account is None:
+            raise forms.ValidationError(f"There is no account {number}.")
+        return account
+
+
+def _deposit(request: HttpRequest, account: Account, form: MoneyForm) -> TransferResult:
+    data = form.cleaned_data
+    return cash_deposit(
+        account=account,
+        asset=data["asset"],
+        amount=data["amount"],
+        acting_user=request.user,
+        reason=data["reason"],
+        idempotency_key=data["idempotency_key"],
+    )
+
+
+def _issue(request: HttpRequest, account: Account, form: MoneyForm) -> TransferResult:
+    data = form.cleaned_data
+    return security_issue(
+        account=account,
+        asset=data["asset"],
+        amount=data["amount"],
+        acting_user=request.user,
+        reason=data["reason"],
+        idempotency_key=data["idempotency_key"],
+    )
+
+
+def _withdraw(
+    request: HttpRequest, account: Account, form: MoneyForm
+) -> TransferResult:
+    data = form.cleaned_data
+    return withdrawal_request(
+        account=account,
+        asset=data["asset"],
+        amount=data["amount"],
+        acting_user=request.user,
+        idempotency_key=data["idempotency_key"],
+        memo=data["reason"],
+        on_behalf=True,
+    )
+
+
+def _move(request: HttpRequest, account: Account, form: MoneyForm) -> TransferResult:
+    data = form.cleaned_data
+    return security_transfer(
+        from_account=account,
+        to_account=data["to_account"],
+        asset=data["asset"],
+        amount=data["amount"],
+        acting_user=request.user,
+        reason=data["reason"],
+        idempotency_key=data["idempotency_key"],
+    )
+
+
+def _posted(verb: str, preposition: str) -> Callable[[Transfer], str]:
+    def message(transfer: Transfer) -> str:
+        entry = transfer.journal_entries().first()
+        to = f" to {transfer.counterparty.number}" if transfer.counterparty else ""
+        amount = transfer.asset.quantize(transfer.amount)
+        return (
+            f"{verb} {amount} {transfer.asset.code} {preposition} "
+            f"{transfer.account.number}{to} "
+            f"(transfer #{transfer.pk}, journal entry #{entry.pk if entry else '-'})."
+        )
+
+    return message
+
+
+def _requested(transfer: Transfer) -> str:
+    amount = transfer.asset.quantize(transfer.amount)
+    return (
+        f"Requested a withdrawal of {amount} {transfer.asset.code} from "
+        f"{transfer.account.number} (transfer #{transfer.pk}, held until approved); "
+        "another staff user must approve it."
+    )
 
 
 class AsAtForm(forms.Form):
@@ -307,18 +414,33 @@ class StatementForm(forms.Form):
 
 
 @dataclass(frozen=True, slots=True)
-class Credit:
-    """One of the account page's money views."""
+class MoneyView:
+    """One of the account page's money views: a form and the service it calls."""
 
     title: str
-    verb: str
     asset_kind: str
-    service: Callable[..., JournalEntry]
+    perform: Callable[[HttpRequest, Account, MoneyForm], TransferResult]
+    done: Callable[[Transfer], str]
+    form_class: type[MoneyForm] = MoneyForm
 
 
-CREDITS = {
-    "deposit": Credit("Deposit cash", "Deposited", Asset.Kind.CURRENCY, cash_deposit),
-    "issue": Credit("Issue holdings", "Issued", Asset.Kind.SECURITY, security_issue),
+MONEY_VIEWS = {
+    "deposit": MoneyView(
+        "Deposit cash", Asset.Kind.CURRENCY, _deposit, _posted("Deposited", "to")
+    ),
+    "issue": MoneyView(
+        "Issue holdings", Asset.Kind.SECURITY, _issue, _posted("Issued", "to")
+    ),
+    "withdraw": MoneyView(
+        "Request withdrawal", Asset.Kind.CURRENCY, _withdraw, _requested
+    ),
+    "transfer": MoneyView(
+        "Transfer holdings",
+        Asset.Kind.SECURITY,
+        _move,
+        _posted("Transferred", "from"),
+        SecurityTransferForm,
+    ),
 }
 
 
@@ -355,6 +477,7 @@ class AccountAdmin(admin.ModelAdmin):
             "currency",
             "fee_group",
             "trade_unsettled_proceeds",
+            "daily_withdrawal_limit",
             "created_at",
         ]
 
@@ -418,11 +541,11 @@ class AccountAdmin(admin.ModelAdmin):
             *(
                 path(
                     f"<path:object_id>/{kind}/",
-                    self.admin_site.admin_view(self.credit_view),
+                    self.admin_site.admin_view(self.money_view),
                     {"kind": kind},
                     name=f"{name}_{kind}",
                 )
-                for kind in CREDITS
+                for kind in MONEY_VIEWS
             ),
             path(
                 "<path:object_id>/as-at/",
@@ -517,73 +640,67 @@ class AccountAdmin(admin.ModelAdmin):
             "method": "get",
         }
 
-    def credit_view(
+    def money_view(
         self, request: HttpRequest, object_id: str, kind: str
     ) -> HttpResponse:
-        """Deposit cash into, or issue holdings to, a client account.
+        """Deposit cash into, issue holdings to, request a withdrawal from, or
+        transfer holdings out of a client account.
 
-        Calls ``cash_deposit`` or ``security_issue`` with the staff user as the
-        acting user; a ``RegistryError`` re-renders the form with the error on the
-        field it names, and nothing is posted.
+        Calls ``cash_deposit``, ``security_issue``, ``withdrawal_request`` (on the
+        client's behalf: another staff user must approve it) or
+        ``security_transfer`` with the staff user as the acting user; a
+        ``RegistryError`` re-renders the form with the error on the field it names,
+        and nothing is posted. Submitting the same form twice records one transfer.
         """
         account = self.get_object(request, unquote(object_id))
         if account is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_change_permission(request, account):
             raise PermissionDenied
-        credit = CREDITS[kind]
-        form = CreditForm(
+        view = MONEY_VIEWS[kind]
+        form = view.form_class(
             request.POST if request.method == "POST" else None,
-            asset_kind=credit.asset_kind,
+            asset_kind=view.asset_kind,
         )
         opts = self.opts
         change_url = reverse(
             f"admin:{opts.app_label}_{opts.model_name}_change", args=[account.pk]
         )
         if form.is_valid():
-            response = self._credit(request, account, credit, form, change_url)
-            if response is not None:
-                return response
+            try:
+                result = view.perform(request, account, form)
+            except RegistryError as error:
+                form_error_from(form, error)
+            else:
+                self._report(request, view, result)
+                return HttpResponseRedirect(change_url)
         context = {
             **self.admin_site.each_context(request),
             "opts": opts,
             "original": account,
             "cancel_url": change_url,
-            "title": f"{credit.title}: {account.number}",
+            "title": f"{view.title}: {account.number}",
             "form": form,
             "media": self.media + form.media,
-            "submit_label": credit.title,
+            "submit_label": view.title,
         }
         return TemplateResponse(request, FORM_TEMPLATE, context)
 
-    def _credit(
-        self,
-        request: HttpRequest,
-        account: Account,
-        credit: Credit,
-        form: CreditForm,
-        change_url: str,
-    ) -> HttpResponse | None:
-        asset: Asset = form.cleaned_data["asset"]
-        amount: Decimal = form.cleaned_data["amount"]
-        try:
-            entry = credit.service(
-                account=account,
-                asset=asset,
-                amount=amount,
-                acting_user=request.user,
-                reason=form.cleaned_data["reason"],
-            )
-        except RegistryError as error:
-            form_error_from(form, error)
-            return None
+    def _report(
+        self, request: HttpRequest, view: MoneyView, result: TransferResult
+    ) -> None:
+        transfer = Transfer.objects.select_related(
+            "account", "counterparty", "asset"
+        ).get(pk=result.transfer.pk)
+        if result.created:
+            self.message_user(request, view.done(transfer), messages.SUCCESS)
+            return
         self.message_user(
             request,
-            f"{credit.verb} {amount} {asset.code} to {account.number} "
-            f"(journal entry #{entry.pk}).",
-            messages.SUCCESS,
+            f"This form was already submitted: transfer #{transfer.pk} "
+            f"({transfer.get_status_display()}). Nothing more was done.",
+            messages.WARNING,
         )
-        return HttpResponseRedirect(change_url)
 
 
 @admin.register(AccountAccess)
@@ -682,3 +799,7 @@ class AuditRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["actor"]
     search_fields = ["object_id__exact", "action", "reason", "actor__username"]
     show_full_result_count = False
+
+
+# Transfers register their own admin (it builds on the blocks above).
+from registry import admin_transfers  # noqa: E402, F401

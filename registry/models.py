@@ -7,8 +7,10 @@ asset's own scale at the one point where an amount is created (``Asset.quantize`
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.utils import timezone
 
 AMOUNT = {"max_digits": 30, "decimal_places": 10}
 
@@ -91,6 +93,16 @@ class Account(models.Model):
         max_length=16, choices=Status.choices, default=Status.ACTIVE
     )
     currency = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    #: The most that may be withdrawn per calendar day (in the operator's time zone,
+    #: ``settings.TIME_ZONE``), in the account currency; null means no limit.
+    daily_withdrawal_limit = models.DecimalField(
+        **AMOUNT,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Per day in the operator's time zone, in the account currency; "
+        "empty for no limit.",
+    )
     users = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="AccountAccess", related_name="accounts"
     )
@@ -109,6 +121,13 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["number"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(daily_withdrawal_limit__isnull=True)
+                | Q(daily_withdrawal_limit__gte=0),
+                name="account_daily_withdrawal_limit_not_negative",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.number} {self.name}"
@@ -180,6 +199,7 @@ class JournalEntry(models.Model):
         TRADE = "trade", "Trade"
         BUST = "bust", "Trade bust"
         SETTLE = "settle", "Settlement of a trade"
+        TRANSFER = "transfer", "Security transfer"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -304,3 +324,132 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action}"
+
+
+class TransferKind(models.TextChoices):
+    DEPOSIT = "deposit", "Cash deposit"
+    WITHDRAWAL = "withdrawal", "Cash withdrawal"
+    SECURITY_TRANSFER = "security_transfer", "Security transfer"
+    SECURITY_ISSUE = "security_issue", "Security issue"
+
+
+class TransferStatus(models.TextChoices):
+    PENDING = "pending", "Pending approval"
+    COMPLETED = "completed", "Completed"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Transfer(models.Model):
+    """Money or units entering, leaving or moving between accounts, as requested.
+
+    ``account`` is the client account credited (deposit, security issue), debited
+    (withdrawal) or sending (security transfer, to ``counterparty``). Deposits,
+    issues and security transfers complete at once; a withdrawal holds its amount
+    while ``pending`` and completes when a second staff user approves it (or is
+    rejected by staff, or cancelled by the client, which releases the hold). The
+    journal entries a transfer posted carry the reference ``transfer:<id>``.
+
+    ``idempotency_key`` is unique per requesting user: the same user sending the same
+    key again gets this transfer back instead of a new one.
+    """
+
+    Kind = TransferKind
+    Status = TransferStatus
+
+    kind = models.CharField(max_length=24, choices=TransferKind.choices)
+    status = models.CharField(max_length=16, choices=TransferStatus.choices)
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="transfers"
+    )
+    counterparty = models.ForeignKey(
+        Account,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="incoming_transfers",
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = models.DecimalField(**AMOUNT)
+    idempotency_key = models.CharField(max_length=64)
+    memo = models.CharField(max_length=200, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.CharField(max_length=200, blank=True)
+    #: Set by the service (not the database clock), so the daily withdrawal window
+    #: and the stored time agree.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["account", "kind", "created_at"],
+                name="transfer_account_kind_time",
+            ),
+            models.Index(fields=["status", "kind"], name="transfer_status_kind"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="transfer_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=TransferKind.values), name="transfer_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=TransferStatus.values),
+                name="transfer_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="security_transfer", counterparty__isnull=False)
+                    & ~Q(counterparty=F("account"))
+                )
+                | (~Q(kind="security_transfer") & Q(counterparty__isnull=True)),
+                name="transfer_counterparty_only_for_security_transfers",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="withdrawal") | Q(status="completed"),
+                name="transfer_only_withdrawals_await_approval",
+            ),
+            models.UniqueConstraint(
+                fields=["requested_by", "idempotency_key"],
+                name="transfer_idempotency_key_unique_per_user",
+            ),
+            # Requests without a user (scripts): NULLs are distinct above, and
+            # "NULLS NOT DISTINCT" is PostgreSQL 15+ only (not SQLite).
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(requested_by__isnull=True),
+                name="transfer_idempotency_key_unique_without_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.amount} {self.asset} ({self.status})"
+
+    @property
+    def reference(self) -> str:
+        """The ``JournalEntry.reference`` of the entries this transfer posted."""
+        return f"transfer:{self.pk}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == self.Status.PENDING
+
+    def journal_entries(self) -> "models.QuerySet[JournalEntry]":
+        """The ledger entries posted for this transfer, oldest first."""
+        return JournalEntry.objects.filter(reference=self.reference).order_by("id")

@@ -1,20 +1,15 @@
-"""Registry writes: accounts, access, deposits, security issues and the audit trail."""
+"""Registry writes: accounts, access and the audit trail (transfers: ``registry.transfers``)."""
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
-from registry.ledger import LedgerBatch, Line
-from registry.models import (
-    Account,
-    AccountAccess,
-    Asset,
-    AuditRecord,
-    Bucket,
-    JournalEntry,
-)
+from registry.models import Account, AccountAccess, Asset, AuditRecord
+
+if TYPE_CHECKING:
+    from registry.transfers import TransferResult
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -118,55 +113,8 @@ def account_access_grant(
     return access
 
 
-def _credit_from_system(
-    *,
-    account: Account,
-    asset: Asset,
-    amount: Decimal,
-    kind: str,
-    system_kind: str,
-    acting_user: User,
-    reason: str,
-) -> JournalEntry:
-    if amount <= 0:
-        raise RegistryError("The amount must be positive.", field="amount")
-    if not asset.is_on_grid(amount):
-        raise RegistryError(
-            f"{amount} has more than {asset.scale} decimal places.", field="amount"
-        )
-    with transaction.atomic():
-        # Checked under the row lock, so a concurrent suspension wins or waits.
-        account = Account.objects.select_for_update().get(pk=account.pk)
-        if account.is_system:
-            raise RegistryError(
-                "Only client accounts can be credited.", field="account"
-            )
-        if account.status != Account.Status.ACTIVE:
-            raise RegistryError(
-                f"Account {account.number} is {account.status}.",
-                code="account_inactive",
-            )
-        source = system_account(system_kind)
-        batch = LedgerBatch([(account.pk, asset.pk), (source.pk, asset.pk)])
-        batch.post(
-            kind=kind,
-            lines=[
-                Line(source.pk, asset.pk, Bucket.AVAILABLE, -amount),
-                Line(account.pk, asset.pk, Bucket.AVAILABLE, amount),
-            ],
-            reference=f"account:{account.pk}",
-            reason=reason,
-            acting_user_id=_user_id(acting_user),
-        )
-        (entry,) = batch.flush()
-        audit_record(
-            actor=acting_user,
-            action=kind,
-            target=account,
-            reason=reason,
-            changes={"asset": asset.code, "amount": str(amount), "entry": entry.pk},
-        )
-    return entry
+# Deposits and security issues are transfers (``registry.transfers``), which build on
+# this module; these entry points import them at call time.
 
 
 def cash_deposit(
@@ -176,18 +124,18 @@ def cash_deposit(
     amount: Decimal,
     acting_user: User,
     reason: str = "",
-) -> JournalEntry:
-    """Credit cash received into the operator's bank account to a client account."""
-    if asset.kind != Asset.Kind.CURRENCY:
-        raise RegistryError(f"{asset.code} is not a currency.", field="asset")
-    return _credit_from_system(
+    idempotency_key: str = "",
+) -> "TransferResult":
+    """Credit cash to a client account: see ``registry.transfers.cash_deposit``."""
+    from registry import transfers
+
+    return transfers.cash_deposit(
         account=account,
         asset=asset,
         amount=amount,
-        kind=JournalEntry.Kind.DEPOSIT,
-        system_kind=Account.Kind.OMNIBUS,
         acting_user=acting_user,
-        reason=reason or "Cash deposit",
+        reason=reason,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -198,16 +146,16 @@ def security_issue(
     amount: Decimal,
     acting_user: User,
     reason: str = "",
-) -> JournalEntry:
-    """Issue units of a security to a client account, against the issuance account."""
-    if asset.kind != Asset.Kind.SECURITY:
-        raise RegistryError(f"{asset.code} is not a security.", field="asset")
-    return _credit_from_system(
+    idempotency_key: str = "",
+) -> "TransferResult":
+    """Issue units to a client account: see ``registry.transfers.security_issue``."""
+    from registry import transfers
+
+    return transfers.security_issue(
         account=account,
         asset=asset,
         amount=amount,
-        kind=JournalEntry.Kind.ISSUE,
-        system_kind=Account.Kind.ISSUANCE,
         acting_user=acting_user,
-        reason=reason or "Security issue",
+        reason=reason,
+        idempotency_key=idempotency_key,
     )

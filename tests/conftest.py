@@ -206,7 +206,9 @@ def assert_trading_consistent() -> None:
         best_bid = resting.filter(side="buy").aggregate(p=Max("price"))["p"]
         best_ask = resting.filter(side="sell").aggregate(p=Min("price"))["p"]
         assert best_bid is None or best_ask is None or best_bid < best_ask
-    # held amounts are exactly what the open orders reserve
+    # held amounts are exactly what the open orders and pending withdrawals need
+    from tests.registry.helpers import pending_withdrawals_total
+
     for balance in Balance.objects.filter(allow_negative=False):
         reserved = (
             Order.objects.filter(
@@ -215,6 +217,6 @@ def assert_trading_consistent() -> None:
                 status__in=OPEN_STATUSES,
             ).aggregate(total=Sum("held_amount"))["total"]
             or 0
-        )
+        ) + pending_withdrawals_total(balance.account_id, balance.asset_id)
         assert balance.held == reserved, (balance, reserved)
     assert_ledger_balanced()

@@ -14,6 +14,7 @@ from registry.models import (
     Balance,
     JournalEntry,
     Posting,
+    Transfer,
 )
 from tests import factories
 from tests.conftest import assert_ledger_balanced, balance_of
@@ -28,6 +29,7 @@ REGISTRY_MODELS = [
     "journalentry",
     "posting",
     "auditrecord",
+    "transfer",
 ]
 READ_ONLY_MODELS = ["balance", "journalentry", "posting", "auditrecord"]
 
@@ -329,9 +331,29 @@ def test_depositing_posts_exactly_the_amount_with_the_admin_as_acting_user(
         (alice_account.number, "available", Decimal("250.75")),
         ("SYS-OMNIBUS", "available", Decimal("-250.75")),
     ]
-    assert audit_trail(alice_account)[-1] == ("deposit", admin_user.pk)
+    transfer = Transfer.objects.get(kind="deposit", memo="Wire 42")
+    assert entry.reference == f"transfer:{transfer.pk}"
+    assert (
+        transfer.kind,
+        transfer.status,
+        transfer.account,
+        transfer.amount,
+        transfer.memo,
+        transfer.requested_by,
+        transfer.decided_by,
+    ) == (
+        "deposit",
+        "completed",
+        alice_account,
+        Decimal("250.75"),
+        "Wire 42",
+        admin_user,
+        admin_user,
+    )
+    assert audit_trail(transfer) == [("deposit", admin_user.pk)]
     assert messages_of(response) == [
-        f"Deposited 250.75 AUD to {alice_account.number} (journal entry #{entry.pk})."
+        f"Deposited 250.75 AUD to {alice_account.number} "
+        f"(transfer #{transfer.pk}, journal entry #{entry.pk})."
     ]
     assert_ledger_balanced()
 
