@@ -6,17 +6,24 @@ reservation and its matching request has committed.
 """
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Min
-from django.utils import timezone
 
-from exchange.models import Holiday, Market, Symbol, Trade
+from exchange.models import Market, Symbol, Trade
 from exchange.selectors import symbol_find
 from exchange.streams import publish_on_commit
+from exchange.trading import (
+    TradingError,
+    limits_check,
+    price_check,
+    price_grid_check,
+    trading_check,
+)
 from exchange.wakeup import market_notify
 from oms.models import (
     OPEN_STATUSES,
@@ -52,6 +59,17 @@ class OrderError(Exception):
         self.message = message
         self.field = field
         self.status = status
+
+
+def _trading(check: Callable[..., object], *args: object) -> None:
+    """Run an ``exchange.trading`` check; its refusal becomes an ``OrderError``
+    with the same code, message, field and status."""
+    try:
+        check(*args)
+    except TradingError as error:
+        raise OrderError(
+            error.code, error.message, field=error.field, status=error.status
+        ) from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +165,7 @@ def _validate_grid(spec: OrderSpec, symbol: Symbol) -> None:
             raise OrderError(
                 "invalid_price", "The price must be positive.", field="price"
             )
-        if spec.price % symbol.tick_size:
-            raise OrderError(
-                "price_off_tick",
-                f"The price must be a multiple of the tick size {symbol.price_unit}.",
-                field="price",
-            )
+        _trading(price_grid_check, symbol, spec.price)
     else:
         if spec.price is not None:
             raise OrderError(
@@ -167,27 +180,10 @@ def _validate_grid(spec: OrderSpec, symbol: Symbol) -> None:
 
 
 def market_check_trading(market: Market, symbol: Symbol) -> None:
-    """Raise unless orders may be placed on ``symbol`` now."""
-    if symbol.status != Symbol.Status.ACTIVE:
-        raise OrderError(
-            "symbol_not_active",
-            f"{symbol.identifier} is {symbol.status}.",
-            field="symbol",
-            status=422,
-        )
-    if market.state == Market.State.HALTED:
-        raise OrderError(
-            "market_halted", f"Market {market.code} is halted.", status=422
-        )
-    if market.state != Market.State.OPEN:
-        raise OrderError(
-            "market_closed", f"Market {market.code} is {market.state}.", status=422
-        )
-    today = timezone.now().astimezone(market.tzinfo).date()
-    if Holiday.objects.filter(market=market, date=today).exists():
-        raise OrderError(
-            "market_holiday", f"Market {market.code} is closed today.", status=422
-        )
+    """Raise unless orders may be placed on ``symbol`` now: the trading state in
+    effect (the symbol's own, else its market's) and the holiday calendar
+    (``exchange.trading.trading_check``)."""
+    _trading(trading_check, symbol, "place")
 
 
 def _protection_price(spec: OrderSpec, symbol: Symbol) -> Decimal:
@@ -213,8 +209,9 @@ def _protection_price(spec: OrderSpec, symbol: Symbol) -> Decimal:
         )
     collar = symbol.market.market_order_collar_percent / Decimal(100)
     if spec.side == Order.Side.BUY:
-        return symbol.from_ticks(symbol.ticks_ceiling(reference * (1 + collar)))
-    return symbol.from_ticks(max(1, symbol.ticks_floor(reference * (1 - collar))))
+        return symbol.price_ceiling(reference * (1 + collar))
+    floor = symbol.price_floor(reference * (1 - collar))
+    return floor if floor > 0 else symbol.price_ceiling(symbol.tick_size)
 
 
 def buy_reservation(
@@ -248,6 +245,9 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
         spec.price if spec.type == Order.Type.LIMIT else _protection_price(spec, symbol)
     )
     assert price is not None
+    if spec.type == Order.Type.LIMIT:
+        _trading(price_check, symbol, price)  # the static price band
+    _trading(limits_check, symbol, spec.quantity, price * spec.quantity)
     if price * spec.quantity >= MAX_ORDER_VALUE:
         raise OrderError(
             "order_too_large",

@@ -1,0 +1,24 @@
+"""Exchange batch jobs (Celery). Each task just calls a service."""
+
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from exchange.services import sessions_advance
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task
+def sessions_advance_task() -> int:
+    """Move markets to their scheduled trading states and end expired
+    circuit-breaker halts (beat runs it every few seconds). Idempotent: a
+    redelivered or overlapping run changes nothing more. Returns the number of
+    changes made."""
+    done = sessions_advance(now=timezone.now())
+    for code, previous, new in done.transitions:
+        logger.info("market %s: %s -> %s (schedule)", code, previous, new)
+    for identifier in done.resumed:
+        logger.info("symbol %s: circuit-breaker halt ended", identifier)
+    return len(done.transitions) + len(done.resumed)
