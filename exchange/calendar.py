@@ -8,8 +8,10 @@ alternative timetable; weekends and holidays are closed all day. Settlement date
 
 Wall times are local: "10:00" in America/New_York is 15:00 UTC in winter and 14:00
 UTC in summer. A wall time that does not exist on a day (inside a spring-forward
-gap) takes effect at the instant the clocks jump past it; one that occurs twice
-(a fall-back overlap) takes effect at its first occurrence.
+gap) is read with the UTC offset from before the jump, so it takes effect as much
+later as the clocks jumped (00:30 in a 00:00 -> 01:00 gap takes effect at 01:30);
+one that occurs twice (a fall-back overlap) takes effect at its first occurrence.
+A day starts at its first instant (01:00 when midnight is skipped).
 """
 
 from collections.abc import Iterable
@@ -129,8 +131,8 @@ class _Calendar:
 def _instant(day: date, wall: time, market: Market) -> datetime:
     """The UTC instant of local wall time ``wall`` on ``day`` (see the module
     docstring for gaps and overlaps)."""
-    # fold=0: a wall time inside a gap takes the offset from before the jump, which
-    # lands after the jump; one inside an overlap is its first occurrence.
+    # fold=0: a wall time inside a gap takes the offset from before the jump (so it
+    # lands after the jump); one inside an overlap is its first occurrence.
     return datetime.combine(day, wall, tzinfo=market.tzinfo).astimezone(UTC)
 
 
