@@ -276,6 +276,10 @@ class TickBand(models.Model):
         return f"from {self.from_price.normalize():f}: {self.tick_size.normalize():f}"
 
     def clean(self) -> None:
+        if self.tick_size is not None and self.tick_size <= 0:
+            raise ValidationError({"tick_size": "The tick size must be positive."})
+        if self.from_price is not None and self.from_price < 0:
+            raise ValidationError({"from_price": "A band cannot start below 0."})
         if self.from_price is not None and self.tick_size:
             if self.from_price % self.tick_size:
                 raise ValidationError(
