@@ -7,7 +7,7 @@ new state published on ``market.<code>`` and the market's matcher woken, all in
 one transaction (publishing and waking take effect on commit).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
@@ -370,9 +370,11 @@ def _symbol_state_save(
     actor: User,
     audit_action: str,
     audit_reason: str,
+    publish: bool = True,
 ) -> Symbol:
-    """Set the symbol's override (locked by the caller); audit and publish the
-    market's message on ``market.<code>`` on commit."""
+    """Set the symbol's override (locked by the caller); audit and (unless
+    ``publish`` is false) publish the market's message on ``market.<code>`` on
+    commit."""
     previous = symbol.trading_state
     symbol.trading_state = state
     symbol.state_reason = reason
@@ -388,7 +390,8 @@ def _symbol_state_save(
         reason=audit_reason,
         changes=changes,
     )
-    _market_publish(symbol.market)
+    if publish:
+        _market_publish(symbol.market)
     return symbol
 
 
@@ -449,34 +452,55 @@ def symbol_resume(*, symbol: Symbol, acting_user: User, reason: str = "") -> Sym
     return symbol
 
 
-def symbol_circuit_break(*, symbol: Symbol, until: datetime, reason: str) -> Symbol:
-    """Halt ``symbol`` until ``until`` (a circuit breaker tripped): for the
-    matching worker, INSIDE its own batch transaction.
+#: (symbol, halted until, reason)
+CircuitBreak = tuple[Symbol, datetime, str]
 
-    Locks only the symbol row (and advances the ``market.<code>`` stream
-    sequence, whose row every writer takes last). No durable transaction, no
-    wake-up (the caller is the matcher). A symbol staff suspended stays suspended
-    (open-ended); a running halt is extended to the later ``until``. Audited
-    (``symbol_circuit_break``, no actor), published on ``market.<code>`` on commit.
-    ``sessions_advance`` ends the halt once ``until`` has passed (order entry and
-    ``symbol_trading_state`` already ignore it from then on). Returns the updated
-    symbol: refresh any copy the caller caches.
+
+def symbol_circuit_break(*, symbol: Symbol, until: datetime, reason: str) -> Symbol:
+    """Halt one symbol until ``until``: ``symbols_circuit_break`` for one."""
+    return symbols_circuit_break(breaks=[(symbol, until, reason)])[0]
+
+
+def symbols_circuit_break(*, breaks: Sequence[CircuitBreak]) -> list[Symbol]:
+    """Halt each symbol until its instant (circuit breakers tripped): for the
+    matching worker, INSIDE its own batch transaction. Returns the symbols (in the
+    order given) as they are now: refresh any copies the caller caches.
+
+    Locks the symbols' rows, in primary-key order, and nothing else but the
+    ``market.<code>`` stream sequence, advanced once per market after all of
+    them (stream sequences are every writer's last locks: call this once per
+    batch, after the batch's balance locks). No durable transaction, no wake-up
+    (the caller is the matcher). A symbol staff suspended stays suspended
+    (open-ended); a running halt is only ever extended, to the later instant.
+    Audited (``symbol_circuit_break``, no actor) and published on
+    ``market.<code>`` on commit. ``sessions_advance`` ends a halt once its
+    instant has passed; order entry and ``symbol_trading_state`` ignore it from
+    that instant on.
     """
+    result: dict[int, Symbol] = {}
+    changed_markets: dict[int, Market] = {}
     with transaction.atomic():
-        symbol = _symbol_locked(symbol)
-        if symbol.trading_state and symbol.halted_until is None:
-            return symbol  # suspended by staff: stays so until they resume it
-        if symbol.halted_until is not None and symbol.halted_until >= until:
-            return symbol
-        return _symbol_state_save(
-            symbol,
-            state=_S.HALTED,
-            reason=reason,
-            until=until,
-            actor=None,
-            audit_action="symbol_circuit_break",
-            audit_reason=reason,
-        )
+        for symbol, until, reason in sorted(breaks, key=lambda b: b[0].pk):
+            locked = _symbol_locked(symbol)
+            result[locked.pk] = locked
+            if locked.trading_state and locked.halted_until is None:
+                continue  # suspended by staff: stays so until they resume it
+            if locked.halted_until is not None and locked.halted_until >= until:
+                continue
+            _symbol_state_save(
+                locked,
+                state=_S.HALTED,
+                reason=reason,
+                until=until,
+                actor=None,
+                audit_action="symbol_circuit_break",
+                audit_reason=reason,
+                publish=False,
+            )
+            changed_markets[locked.market_id] = locked.market
+        for market in sorted(changed_markets.values(), key=lambda m: m.code):
+            _market_publish(market)
+    return [result[symbol.pk] for symbol, _, _ in breaks]
 
 
 # -- the schedule ------------------------------------------------------------------

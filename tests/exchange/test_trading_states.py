@@ -20,6 +20,7 @@ from exchange.services import (
     market_transition_hook_unregister,
     symbol_circuit_break,
     symbol_suspend,
+    symbols_circuit_break,
 )
 from exchange.trading import (
     TradingError,
@@ -284,6 +285,25 @@ def test_a_circuit_break_is_audited_published_and_extends_but_never_shortens(
     assert [(topic, m["seq"]) for topic, m in published] == [
         ("market.XSX", 1),
         ("market.XSX", 2),
+    ]
+
+
+def test_several_circuit_breaks_in_one_batch_publish_the_market_once(
+    market, symbol, published
+):
+    other = factories.symbol(market, "XS02")
+    until = NOW + timedelta(minutes=5)
+    with transaction.atomic():
+        second, first = symbols_circuit_break(
+            breaks=[(other, until, "Band XS02"), (symbol, until, "Band XS01")]
+        )
+    assert (first.pk, second.pk) == (symbol.pk, other.pk)
+    assert (first.trading_state, second.trading_state) == ("halted", "halted")
+    ((topic, message),) = published
+    assert (topic, message["seq"]) == ("market.XSX", 1)
+    assert [row["reason"] for row in message["data"]["symbol_states"]] == [
+        "Band XS01",
+        "Band XS02",
     ]
 
 
