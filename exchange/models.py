@@ -185,7 +185,7 @@ class TradingState(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.market_id and self.market.code} {self.code}"
+        return f"{self.market.code} {self.code}" if self.market_id else self.code
 
     def allows(self, action: str) -> bool:
         """Does this state allow ``action`` (place, amend, cancel or match)?"""

@@ -24,6 +24,7 @@ from exchange.services import (
 )
 from exchange.trading import (
     TradingError,
+    market_trading_states,
     symbol_trading_state,
     trading_check,
     trading_state_of,
@@ -324,6 +325,36 @@ def test_suspending_a_circuit_broken_symbol_makes_the_halt_open_ended(symbol, st
         "halted",
         "Investigating",
         None,
+    )
+
+
+def test_a_batch_reads_every_symbols_state_in_two_queries(
+    market, symbol, staff, django_assert_num_queries
+):
+    halted = factories.symbol(market, "XS02")
+    expired = factories.symbol(market, "XS03")
+    plain = factories.symbol(market, "XS04")
+    symbol_suspend(symbol=halted, acting_user=staff, reason="News")
+    with transaction.atomic():
+        symbol_circuit_break(symbol=expired, until=NOW, reason="Band")
+    set_state(market, S.PRE_OPEN)
+    market.refresh_from_db()
+
+    with django_assert_num_queries(2):
+        states = market_trading_states(market, NOW)
+
+    assert [
+        (states.of(s.pk).code, states.of(s.pk).allows_match, states.of(s.pk).is_auction)
+        for s in (symbol, halted, expired, plain)
+    ] == [
+        ("pre_open", False, True),
+        ("halted", False, False),
+        ("pre_open", False, True),
+        ("pre_open", False, True),
+    ]
+    assert (
+        market_trading_states(market, NOW - timedelta(seconds=1)).of(expired.pk).code
+        == "halted"
     )
 
 
