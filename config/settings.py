@@ -225,6 +225,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "exchange.tasks.settlement_run_task",
         "schedule": 600.0,
     },
+    # Trading sessions: scheduled market state changes, ends of cooling-off halts.
+    "sessions-advance": {
+        "task": "exchange.tasks.sessions_advance_task",
+        "schedule": 5.0,
+        # A run queued behind a stopped worker is stale once the next is due.
+        "options": {"expires": 5.0},
+    },
 }
 
 #: Run one matching thread per market inside the web process (embedded profile).

@@ -1,12 +1,17 @@
 """The staff console for the exchange: markets, symbols, holidays, trades.
 
-Markets are created by ``market_create`` and change state only through the
-"Halt", "Resume", "Open" and "Close" actions (``market_set_state``; a halt asks for
-a reason on an intermediate page). Symbols are issued by ``symbol_issue`` from a
-custom add form. Trades and stream sequences are read-only, except that staff with
-the ``exchange.change_trade`` permission may bust trades (an action asking for a
+Markets are created by ``market_create`` (with the standard trading states) and
+change state only through the "Halt", "Resume", "Open", "Close" and "Set state"
+actions (``market_set_state`` / ``market_state_set``; a halt and a set state ask
+for a reason on an intermediate page). A market's trading states and regular
+session timetable are edited inline on its page, special days (early closes,
+alternative timetables) and tick tables on their own pages; every such edit is
+audited. Symbols are issued by ``symbol_issue`` from a custom add form and
+suspended/resumed by actions (``symbol_suspend``/``symbol_resume``). Trades and
+stream sequences are read-only, except that staff with the
+``exchange.change_trade`` permission may bust trades (an action asking for a
 reason: ``trade_bust``) or correct one (the "Correct" link on a trade:
-``trade_correct``).
+``trade_correct``), and settle due trades now.
 """
 
 from decimal import Decimal
@@ -16,14 +21,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.forms import BaseForm
+from django.forms import BaseForm, BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 
 from exchange.busts import trade_bust, trade_correct
+from exchange.calendar import scheduled_state
 from exchange.fees import (
     fee_group_delete,
     fee_group_save,
@@ -32,18 +40,28 @@ from exchange.fees import (
 )
 from exchange.models import (
     PRICE,
+    STANDARD_TRADING_STATES,
     FeeSchedule,
     Holiday,
     Market,
+    MarketSession,
+    SpecialDay,
     StreamSequence,
     Symbol,
+    TickBand,
+    TickTable,
     Trade,
+    TradingState,
+    tick_table_grid_error,
 )
 from exchange.services import (
     MarketStateError,
     market_create,
     market_set_state,
+    market_state_set,
     symbol_issue,
+    symbol_resume,
+    symbol_suspend,
 )
 from exchange.settlement import SettlementResult, settlement_run
 from registry.admin import (
@@ -51,11 +69,12 @@ from registry.admin import (
     AuditedModelAdmin,
     ReadOnlyAdminMixin,
     adopt_saved,
+    form_changes,
     form_error_from,
     search_term_id,
 )
 from registry.models import AMOUNT, FeeGroup
-from registry.services import RegistryError
+from registry.services import RegistryError, audit_record
 
 #: action -> (past tense for the success message)
 MARKET_ACTION_DONE = {
@@ -63,6 +82,7 @@ MARKET_ACTION_DONE = {
     "resume": "Resumed",
     "open": "Opened",
     "close": "Closed",
+    "set_state": "Set the state of",
 }
 
 
@@ -72,10 +92,139 @@ class MarketHaltForm(forms.Form):
     )
 
 
+class MarketStateForm(forms.Form):
+    """Any trading state of the selected markets, with the reason."""
+
+    state = forms.ChoiceField(choices=[])
+    reason = forms.CharField(
+        max_length=200, help_text="Shown to clients with the market's state."
+    )
+
+    def __init__(self, *args: Any, markets: QuerySet[Market], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        codes = (
+            TradingState.objects.filter(market__in=markets)
+            .order_by("code")
+            .values_list("code", "name")
+            .distinct()
+        )
+        state_field = self.fields["state"]
+        assert isinstance(state_field, forms.ChoiceField)
+        state_field.choices = [(code, f"{name} ({code})") for code, name in codes]
+
+
+def audited_formset_save(request: HttpRequest, formset: Any) -> None:
+    """Save an inline formset, auditing each row added, changed or deleted."""
+    with transaction.atomic():
+        formset.save(commit=False)
+        for obj in formset.deleted_objects:
+            audit_record(
+                actor=request.user,
+                action=f"{obj._meta.model_name}_delete",
+                target=obj,
+                changes={"deleted": str(obj)},
+            )
+            obj.delete()
+        for form in formset.forms:
+            if form in formset.deleted_forms or not form.has_changed():
+                continue
+            change = form.instance.pk is not None
+            form.instance.save()
+            audit_record(
+                actor=request.user,
+                action=f"{form.instance._meta.model_name}_"
+                f"{'change' if change else 'create'}",
+                target=form.instance,
+                changes=form_changes(form, change=change),
+            )
+
+
+class TradingStateFormSet(BaseInlineFormSet):
+    """A state's code is its identity: it cannot change, and the standard states
+    and states in use (the market's, a symbol's, in a timetable) stay."""
+
+    def clean(self) -> None:
+        super().clean()
+        market = self.instance
+        for form in self.forms:
+            state = form.instance
+            if state.pk is None:
+                continue
+            if "code" in form.changed_data:
+                form.add_error("code", "A state's code cannot change.")
+            if form in self.deleted_forms:
+                why = _state_in_use(market, form.initial.get("code", state.code))
+                if why:
+                    raise ValidationError(f"Cannot delete {state.code}: {why}.")
+
+
+def _state_in_use(market: Market, code: str) -> str:
+    if code in STANDARD_TRADING_STATES:
+        return "it is a standard state"
+    if market.state == code:
+        return "the market is in it"
+    if market.symbols.filter(trading_state=code).exists():
+        return "a symbol is in it"
+    if MarketSession.objects.filter(market=market, state=code).exists():
+        return "a timetable uses it"
+    return ""
+
+
+class TradingStateInline(admin.TabularInline):
+    model = TradingState
+    formset = TradingStateFormSet
+    fields = [
+        "code",
+        "name",
+        "allows_place",
+        "allows_amend",
+        "allows_cancel",
+        "allows_match",
+        "is_auction",
+        "uncross_on_entry",
+    ]
+    extra = 0
+
+
+class RegularSessionInline(admin.TabularInline):
+    """The market's regular timetable (the entries of no special day)."""
+
+    model = MarketSession
+    fields = ["start", "state"]
+    extra = 0
+    verbose_name = "regular session"
+    verbose_name_plural = "regular timetable (local times, business days)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MarketSession]:
+        return super().get_queryset(request).filter(special_day__isnull=True)
+
+
+MARKET_ADD_FIELDS = [
+    "code",
+    "name",
+    "timezone",
+    "currency",
+    "maker_fee_bps",
+    "taker_fee_bps",
+    "market_order_collar_percent",
+    "self_trade_prevention",
+    "settlement_days",
+    "fee_account",
+]
+
+
 @admin.register(Market)
 class MarketAdmin(AuditedModelAdmin):
-    list_display = ["code", "name", "state", "state_reason", "currency", "timezone"]
-    list_filter = ["state"]
+    list_display = [
+        "code",
+        "name",
+        "state",
+        "state_reason",
+        "schedule_enabled",
+        "currency",
+        "timezone",
+    ]
+    list_filter = ["state", "schedule_enabled"]
     list_select_related = ["currency"]
     search_fields = ["code", "name"]
     autocomplete_fields = ["currency", "fee_account"]
@@ -84,8 +233,23 @@ class MarketAdmin(AuditedModelAdmin):
         "resume_markets",
         "open_markets",
         "close_markets",
+        "set_state_markets",
         "settle_due_trades",
     ]
+
+    def get_fields(self, request: HttpRequest, obj: Market | None = None) -> list[str]:
+        if obj is None:
+            return MARKET_ADD_FIELDS
+        return [
+            *MARKET_ADD_FIELDS,
+            "state",
+            "state_reason",
+            "schedule_enabled",
+            "schedule_now",
+            "price_band_percent",
+            "circuit_breaker_percent",
+            "cooling_off_seconds",
+        ]
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Market | None = None
@@ -94,7 +258,24 @@ class MarketAdmin(AuditedModelAdmin):
         # currency are copied into symbols and stream topics.
         if obj is None:
             return ["state", "state_reason"]
-        return ["code", "currency", "state", "state_reason"]
+        return ["code", "currency", "state", "state_reason", "schedule_now"]
+
+    def get_inlines(self, request: HttpRequest, obj: Market | None) -> list[Any]:
+        # A new market gets the standard states from market_create.
+        return [] if obj is None else [TradingStateInline, RegularSessionInline]
+
+    @admin.display(description="timetable now")
+    def schedule_now(self, market: Market) -> str:
+        state, next_change = scheduled_state(market, timezone.now())
+        if next_change is None:
+            return f"{state}, no change ahead"
+        local = next_change.astimezone(market.tzinfo)
+        return f"{state} until {local:%Y-%m-%d %H:%M %Z}"
+
+    def save_formset(
+        self, request: HttpRequest, form: BaseForm, formset: Any, change: bool
+    ) -> None:
+        audited_formset_save(request, formset)
 
     def has_delete_permission(
         self, request: HttpRequest, obj: Market | None = None
@@ -161,6 +342,46 @@ class MarketAdmin(AuditedModelAdmin):
             request, "admin/xchange/market_action_confirmation.html", context
         )
 
+    @admin.action(
+        description="Set the state of selected markets", permissions=["change"]
+    )
+    def set_state_markets(
+        self, request: HttpRequest, queryset: QuerySet[Market]
+    ) -> HttpResponse | None:
+        """Ask for the state and the reason; the confirmation page posts back."""
+        form = MarketStateForm(
+            request.POST if "confirm" in request.POST else None, markets=queryset
+        )
+        if form.is_valid():
+            self._set_state(
+                request,
+                queryset,
+                "set_state",
+                form.cleaned_data["reason"],
+                state=form.cleaned_data["state"],
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Set the trading state",
+            "intro": "Put these markets in a trading state? A market that follows "
+            "its schedule returns to the scheduled state at the next run unless "
+            "halted.",
+            "form": form,
+            "queryset": queryset,
+            "action": "set_state_markets",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "submit_label": "Set state",
+            "cancel_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ),
+            "media": self.media,
+        }
+        return TemplateResponse(
+            request, "admin/xchange/market_action_confirmation.html", context
+        )
+
     @admin.action(description="Resume selected markets", permissions=["change"])
     def resume_markets(self, request: HttpRequest, queryset: QuerySet[Market]) -> None:
         self._set_state(request, queryset, "resume")
@@ -179,17 +400,26 @@ class MarketAdmin(AuditedModelAdmin):
         queryset: QuerySet[Market],
         action: str,
         reason: str = "",
+        state: str = "",
     ) -> None:
         """Apply ``action`` to each market; one that refuses is left unchanged."""
         done = []
         for market in queryset.order_by("code"):
             try:
-                market_set_state(
-                    market=market,
-                    action=action,
-                    acting_user=request.user,
-                    reason=reason,
-                )
+                if action == "set_state":
+                    market_state_set(
+                        market=market,
+                        state=state,
+                        acting_user=request.user,
+                        reason=reason,
+                    )
+                else:
+                    market_set_state(
+                        market=market,
+                        action=action,
+                        acting_user=request.user,
+                        reason=reason,
+                    )
             except MarketStateError as error:
                 self.message_user(request, error.message, messages.ERROR)
             else:
@@ -240,40 +470,121 @@ class SymbolIssueForm(forms.Form):
         return cleaned
 
 
+class SymbolSuspendForm(forms.Form):
+    reason = forms.CharField(
+        max_length=200, help_text="Shown to clients with the symbol's state."
+    )
+
+
 @admin.register(Symbol)
 class SymbolAdmin(AuditedModelAdmin):
     list_display = [
         "identifier",
         "name",
         "status",
+        "trading_state",
+        "state_reason",
         "currency",
         "tick_size",
+        "tick_table",
         "lot_size",
         "min_quantity",
     ]
-    list_filter = ["market", "status"]
-    list_select_related = ["market", "currency"]
+    list_filter = ["market", "status", "trading_state"]
+    list_select_related = ["market", "currency", "tick_table"]
     search_fields = ["code", "name", "market__code"]
+    autocomplete_fields = ["tick_table"]
+    actions = ["suspend_symbols", "resume_symbols"]
     fields = [
         "market",
         "code",
         "name",
         "status",
+        "trading_state",
+        "state_reason",
+        "halted_until",
         "asset",
         "currency",
         "tick_size",
+        "tick_table",
         "lot_size",
         "min_quantity",
+        "max_quantity",
+        "min_value",
+        "max_value",
+        "price_band_percent",
     ]
     readonly_fields = [
         "market",
         "code",
+        "trading_state",
+        "state_reason",
+        "halted_until",
         "asset",
         "currency",
         "tick_size",
         "lot_size",
         "min_quantity",
     ]
+
+    @admin.action(description="Suspend selected symbols", permissions=["change"])
+    def suspend_symbols(
+        self, request: HttpRequest, queryset: QuerySet[Symbol]
+    ) -> HttpResponse | None:
+        """Ask for the reason first; the confirmation page posts back with it."""
+        form = SymbolSuspendForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            self._symbol_action(
+                request, queryset, "suspend", form.cleaned_data["reason"]
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Suspend symbols",
+            "intro": "Suspend trading in these symbols? Cancels are still carried "
+            "out; the suspension holds until resumed.",
+            "form": form,
+            "queryset": queryset.select_related("market"),
+            "action": "suspend_symbols",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "submit_label": "Suspend",
+            "cancel_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ),
+            "media": self.media,
+        }
+        return TemplateResponse(
+            request, "admin/xchange/symbol_action_confirmation.html", context
+        )
+
+    @admin.action(description="Resume selected symbols", permissions=["change"])
+    def resume_symbols(self, request: HttpRequest, queryset: QuerySet[Symbol]) -> None:
+        self._symbol_action(request, queryset, "resume")
+
+    def _symbol_action(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Symbol],
+        action: str,
+        reason: str = "",
+    ) -> None:
+        """Apply ``action`` to each symbol; one that refuses is left unchanged."""
+        service = symbol_suspend if action == "suspend" else symbol_resume
+        done = []
+        symbols = queryset.select_related("market__currency").order_by(
+            "market__code", "code"
+        )
+        for symbol in symbols:
+            try:
+                service(symbol=symbol, acting_user=request.user, reason=reason)
+            except RegistryError as error:
+                self.message_user(request, error.message, messages.ERROR)
+            else:
+                done.append(symbol.identifier)
+        if done:
+            verb = "Suspended" if action == "suspend" else "Resumed"
+            self.message_user(request, f"{verb} {', '.join(done)}.", messages.SUCCESS)
 
     @admin.display(ordering="market__code", description="symbol")
     def identifier(self, symbol: Symbol) -> str:
@@ -434,6 +745,92 @@ class FeeScheduleAdmin(admin.ModelAdmin):
     ) -> None:
         for schedule in queryset.select_related("market", "fee_group"):
             fee_schedule_delete(schedule=schedule, acting_user=request.user)
+
+
+class SpecialSessionFormSet(BaseInlineFormSet):
+    """A special day's timetable entries belong to the special day's market."""
+
+    def _construct_form(self, i: int, **kwargs: Any) -> Any:
+        form = super()._construct_form(i, **kwargs)
+        form.instance.market_id = self.instance.market_id
+        return form
+
+
+class SpecialSessionInline(admin.TabularInline):
+    model = MarketSession
+    formset = SpecialSessionFormSet
+    fields = ["start", "state"]
+    extra = 0
+    verbose_name = "session"
+    verbose_name_plural = (
+        "alternative timetable (local times; empty: the regular timetable)"
+    )
+
+
+@admin.register(SpecialDay)
+class SpecialDayAdmin(AuditedModelAdmin):
+    """Early closes (``close_time``) and days with their own timetable."""
+
+    list_display = ["market", "date", "name", "close_time"]
+    list_filter = ["market"]
+    list_select_related = ["market"]
+    search_fields = ["name", "market__code"]
+    autocomplete_fields = ["market"]
+    date_hierarchy = "date"
+    inlines = [SpecialSessionInline]
+
+    def save_formset(
+        self, request: HttpRequest, form: BaseForm, formset: Any, change: bool
+    ) -> None:
+        for inline_form in formset.forms:
+            inline_form.instance.market_id = form.instance.market_id
+        audited_formset_save(request, formset)
+
+
+class TickBandFormSet(BaseInlineFormSet):
+    """Every band's tick must be a multiple of the flat tick of every symbol
+    using the table (the engine counts in those ticks)."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(form.errors for form in self.forms):
+            return
+        bands = [
+            TickBand(
+                from_price=form.cleaned_data["from_price"],
+                tick_size=form.cleaned_data["tick_size"],
+            )
+            for form in self.forms
+            if form.cleaned_data
+            and form not in self.deleted_forms
+            and form.cleaned_data.get("tick_size")
+        ]
+        if self.instance.pk is None:
+            return
+        for symbol in self.instance.symbols.select_related("market"):
+            message = tick_table_grid_error(bands, symbol.tick_size)
+            if message:
+                raise ValidationError(f"{symbol.identifier}: {message}")
+
+
+class TickBandInline(admin.TabularInline):
+    model = TickBand
+    formset = TickBandFormSet
+    fields = ["from_price", "tick_size"]
+    extra = 0
+
+
+@admin.register(TickTable)
+class TickTableAdmin(AuditedModelAdmin):
+    list_display = ["name", "description"]
+    search_fields = ["name"]
+    inlines = [TickBandInline]
+    # A table symbols use cannot be deleted (PROTECT): the admin lists them.
+
+    def save_formset(
+        self, request: HttpRequest, form: BaseForm, formset: Any, change: bool
+    ) -> None:
+        audited_formset_save(request, formset)
 
 
 @admin.register(Trade)

@@ -1,4 +1,5 @@
-"""REST: markets, symbols, their books and trades, holidays, and market control."""
+"""REST: markets, symbols, their books and trades, holidays, and market and symbol
+control (staff and integrations)."""
 
 from typing import Any
 
@@ -14,7 +15,13 @@ from config.fields import DecimalStringField
 from exchange.busts import trade_bust, trade_correct
 from exchange.models import Holiday, Market, Symbol, Trade
 from exchange.selectors import book_snapshot, symbol_find
-from exchange.services import market_set_state, market_to_wire
+from exchange.services import (
+    market_set_state,
+    market_state_set,
+    market_to_wire,
+    symbol_resume,
+    symbol_suspend,
+)
 from exchange.wire import trade_to_wire
 
 
@@ -28,6 +35,13 @@ class MarketSerializer(serializers.ModelSerializer[Market]):
 
 
 class MarketActionSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class MarketStateSerializer(serializers.Serializer[Any]):
+    """The body of ``POST /api/v1/markets/{code}/state``."""
+
+    state = serializers.CharField(max_length=16)
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 
@@ -75,6 +89,25 @@ class MarketViewSet(viewsets.ReadOnlyModelViewSet[Market]):
     def close(self, request: Request, code: str) -> Response:
         return self._control(request, code, "close")
 
+    @extend_schema(request=MarketStateSerializer, responses=MarketSerializer)
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="state",
+        permission_classes=[IsStaffOrIntegration],
+    )
+    def set_state(self, request: Request, code: str) -> Response:
+        """Put the market in any of its trading states (a reason is required)."""
+        body = MarketStateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        market = market_state_set(
+            market=self.get_object(),
+            state=body.validated_data["state"],
+            acting_user=request.user,
+            reason=body.validated_data.get("reason", ""),
+        )
+        return Response(market_to_wire(market))
+
 
 class SymbolSerializer(serializers.ModelSerializer[Symbol]):
     id = serializers.CharField(source="identifier", read_only=True)
@@ -83,6 +116,12 @@ class SymbolSerializer(serializers.ModelSerializer[Symbol]):
     tick_size = serializers.SerializerMethodField()
     lot_size = serializers.SerializerMethodField()
     min_quantity = serializers.SerializerMethodField()
+    tick_table = serializers.SerializerMethodField()
+    max_quantity = serializers.SerializerMethodField()
+    min_value = serializers.SerializerMethodField()
+    max_value = serializers.SerializerMethodField()
+    price_band_percent = serializers.SerializerMethodField()
+    trading_state = serializers.SerializerMethodField()
 
     class Meta:
         model = Symbol
@@ -93,10 +132,50 @@ class SymbolSerializer(serializers.ModelSerializer[Symbol]):
             "name",
             "currency",
             "tick_size",
+            "tick_table",
             "lot_size",
             "min_quantity",
+            "max_quantity",
+            "min_value",
+            "max_value",
+            "price_band_percent",
             "status",
+            "trading_state",
+            "state_reason",
+            "halted_until",
         ]
+
+    def get_tick_table(self, symbol: Symbol) -> list[dict[str, str]] | None:
+        """The price bands (``from_price`` up to the next band: ``tick_size``)."""
+        if symbol.tick_table_id is None:
+            return None
+        return [
+            {
+                "from_price": str(symbol.format_price(band.from_price)),
+                "tick_size": str(symbol.format_price(band.tick_size)),
+            }
+            for band in symbol.tick_bands
+        ]
+
+    def get_max_quantity(self, symbol: Symbol) -> str | None:
+        value = symbol.max_quantity
+        return None if value is None else str(symbol.asset.quantize(value))
+
+    def get_min_value(self, symbol: Symbol) -> str | None:
+        value = symbol.min_value
+        return None if value is None else str(symbol.currency.quantize(value))
+
+    def get_max_value(self, symbol: Symbol) -> str | None:
+        value = symbol.max_value
+        return None if value is None else str(symbol.currency.quantize(value))
+
+    def get_price_band_percent(self, symbol: Symbol) -> str | None:
+        value = symbol.price_band_percent
+        return None if value is None else str(value)
+
+    def get_trading_state(self, symbol: Symbol) -> str | None:
+        """The symbol's own state overriding its market's (None: none)."""
+        return symbol.trading_state or None
 
     def get_tick_size(self, symbol: Symbol) -> str:
         return str(symbol.format_price(symbol.tick_size))
@@ -134,9 +213,15 @@ def symbol_from_identifier(identifier: str) -> Symbol:
     return symbol
 
 
+class SymbolActionSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
 class SymbolViewSet(viewsets.ReadOnlyModelViewSet[Symbol]):
-    queryset = Symbol.objects.select_related("market", "asset", "currency").order_by(
-        "market__code", "code"
+    queryset = (
+        Symbol.objects.select_related("market", "asset", "currency", "tick_table")
+        .prefetch_related("tick_table__bands")
+        .order_by("market__code", "code")
     )
     serializer_class = SymbolSerializer
     lookup_value_regex = r"[A-Za-z0-9]+:[A-Za-z0-9]+"
@@ -145,6 +230,29 @@ class SymbolViewSet(viewsets.ReadOnlyModelViewSet[Symbol]):
 
     def get_object(self) -> Symbol:
         return symbol_from_identifier(self.kwargs["pk"])
+
+    def _control(self, request: Request, service: Any) -> Response:
+        body = SymbolActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        symbol = service(
+            symbol=self.get_object(),
+            acting_user=request.user,
+            reason=body.validated_data.get("reason", ""),
+        )
+        symbol = symbol_from_identifier(symbol.identifier)
+        return Response(SymbolSerializer(symbol).data)
+
+    @extend_schema(request=SymbolActionSerializer, responses=SymbolSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffOrIntegration])
+    def suspend(self, request: Request, pk: str) -> Response:
+        """Suspend trading in the symbol (a reason is required)."""
+        return self._control(request, symbol_suspend)
+
+    @extend_schema(request=SymbolActionSerializer, responses=SymbolSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaffOrIntegration])
+    def resume(self, request: Request, pk: str) -> Response:
+        """End the symbol's suspension or circuit-breaker halt."""
+        return self._control(request, symbol_resume)
 
     @extend_schema(
         responses=inline_serializer(

@@ -1,6 +1,8 @@
-"""Markets, symbols, the holiday calendar, trades and stream sequence numbers."""
+"""Markets, their trading states and sessions, symbols, tick tables, the holiday
+calendar, trades and stream sequence numbers."""
 
 import zoneinfo
+from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.conf import settings
@@ -23,6 +25,15 @@ class OffGridError(ValueError):
     """A price or quantity is not on its symbol's tick or lot grid."""
 
 
+#: Trading state codes: lower-case letters, digits and ``_`` (``pre_open``).
+state_code_validator = RegexValidator(
+    r"^[a-z][a-z0-9_]{0,15}$",
+    "Use 1 to 16 lower-case letters, digits and _, starting with a letter.",
+)
+
+PERCENT = {"max_digits": 6, "decimal_places": 2}
+
+
 def validate_timezone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
@@ -34,10 +45,16 @@ class Market(models.Model):
     """A trading venue with its own calendar, currency, state and fee rates."""
 
     class State(models.TextChoices):
+        """The standard trading state codes every market has (``TradingState`` rows
+        created with the market). Staff may add more; ``Market.state`` holds any
+        code of the market's states."""
+
         PRE_OPEN = "pre_open", "Pre-open"
+        OPENING_AUCTION = "opening_auction", "Opening auction"
         OPEN = "open", "Open"
-        HALTED = "halted", "Halted"
+        CLOSING_AUCTION = "closing_auction", "Closing auction"
         CLOSED = "closed", "Closed"
+        HALTED = "halted", "Halted"
 
     code = models.CharField(max_length=16, unique=True, validators=[code_validator])
     name = models.CharField(max_length=100)
@@ -45,8 +62,16 @@ class Market(models.Model):
         max_length=64, default="UTC", validators=[validate_timezone]
     )
     currency = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
-    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    #: The code of one of the market's ``TradingState`` rows.
+    state = models.CharField(
+        max_length=16, default=State.OPEN, validators=[state_code_validator]
+    )
     state_reason = models.CharField(max_length=200, blank=True)
+    #: Move the state by the market's session timetable (``sessions_advance``).
+    schedule_enabled = models.BooleanField(
+        default=False,
+        help_text="Follow the session timetable (checked every few seconds).",
+    )
     maker_fee_bps = models.DecimalField(
         max_digits=8, decimal_places=4, default=Decimal(0)
     )
@@ -77,6 +102,24 @@ class Market(models.Model):
     settlement_days = models.PositiveSmallIntegerField(
         default=0, validators=[MaxValueValidator(30)]
     )
+    #: Static price band: limit prices further than this from the reference price
+    #: (the symbol's last trade) are refused. Empty: no band.
+    price_band_percent = models.DecimalField(
+        **PERCENT,
+        null=True,
+        blank=True,
+        help_text="Refuse limit prices further than this from the last trade.",
+    )
+    #: Dynamic band: a trade beyond this from the reference halts the symbol.
+    circuit_breaker_percent = models.DecimalField(
+        **PERCENT,
+        null=True,
+        blank=True,
+        help_text="Halt a symbol whose trade would move this far from the reference.",
+    )
+    cooling_off_seconds = models.PositiveIntegerField(
+        default=300, help_text="How long a circuit breaker halts the symbol."
+    )
 
     class Meta:
         ordering = ["code"]
@@ -87,11 +130,33 @@ class Market(models.Model):
                 & Q(taker_fee_bps__lt=10000)
                 & Q(maker_fee_bps__lt=10000),
                 name="market_fee_rates_in_range",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(price_band_percent__isnull=True)
+                | Q(price_band_percent__gt=0),
+                name="market_price_band_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(circuit_breaker_percent__isnull=True)
+                | Q(circuit_breaker_percent__gt=0),
+                name="market_circuit_breaker_positive",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.code
+
+    def clean(self) -> None:
+        # A new market gets the standard states (market_create); an existing one
+        # may also be in a state staff defined for it.
+        if self.state and self.pk is not None:
+            known = self.trading_states.filter(code=self.state).exists()
+        else:
+            known = self.state in Market.State.values
+        if self.state and not known:
+            raise ValidationError(
+                {"state": f"{self.state!r} is not a trading state of this market."}
+            )
 
     @property
     def tzinfo(self) -> zoneinfo.ZoneInfo:
@@ -172,6 +237,167 @@ class FeeSchedule(models.Model):
             raise ValidationError(errors)
 
 
+class TradingState(models.Model):
+    """A state a market (or one of its symbols) can be in, and what it allows.
+
+    ``allows_place``/``allows_amend``/``allows_cancel`` are checked at order entry;
+    ``allows_match`` says whether the matcher matches continuously. ``is_auction``:
+    orders accumulate without matching (a call auction's book). ``uncross_on_entry``:
+    entering this state from an auction state runs the auction's uncross (see
+    ``exchange.trading.uncross_due``). Every market has the standard set
+    (``Market.State``); staff may add states and edit the flags.
+    """
+
+    market = models.ForeignKey(
+        Market, on_delete=models.CASCADE, related_name="trading_states"
+    )
+    code = models.CharField(max_length=16, validators=[state_code_validator])
+    name = models.CharField(max_length=100)
+    allows_place = models.BooleanField(default=False)
+    allows_amend = models.BooleanField(default=False)
+    allows_cancel = models.BooleanField(default=True)
+    allows_match = models.BooleanField(default=False)
+    is_auction = models.BooleanField(default=False)
+    uncross_on_entry = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["market__code", "code"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["market", "code"], name="trading_state_unique"
+            ),
+            models.CheckConstraint(
+                condition=~(Q(is_auction=True) & Q(allows_match=True)),
+                name="trading_state_auction_does_not_match",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.market.code} {self.code}" if self.market_id else self.code
+
+    def allows(self, action: str) -> bool:
+        """Does this state allow ``action`` (place, amend, cancel or match)?"""
+        return bool(getattr(self, f"allows_{action}"))
+
+
+#: The standard trading states every market gets:
+#: code -> (name, place, amend, cancel, match, is_auction, uncross_on_entry).
+STANDARD_TRADING_STATES: dict[str, tuple[str, bool, bool, bool, bool, bool, bool]] = {
+    Market.State.PRE_OPEN: ("Pre-open", True, True, True, False, True, False),
+    Market.State.OPENING_AUCTION: (
+        "Opening auction",
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ),
+    Market.State.OPEN: ("Open", True, True, True, True, False, True),
+    Market.State.CLOSING_AUCTION: (
+        "Closing auction",
+        True,
+        True,
+        True,
+        False,
+        True,
+        False,
+    ),
+    Market.State.CLOSED: ("Closed", False, False, True, False, False, True),
+    Market.State.HALTED: ("Halted", False, False, True, False, False, False),
+}
+
+
+def standard_trading_state(market: Market, code: str) -> TradingState:
+    """An unsaved ``TradingState`` with the standard definition of ``code``."""
+    name, place, amend, cancel, match, auction, uncross = STANDARD_TRADING_STATES[code]
+    return TradingState(
+        market=market,
+        code=str(code),
+        name=name,
+        allows_place=place,
+        allows_amend=amend,
+        allows_cancel=cancel,
+        allows_match=match,
+        is_auction=auction,
+        uncross_on_entry=uncross,
+    )
+
+
+class TickTable(models.Model):
+    """Price-banded tick sizes: a price uses the band with the greatest
+    ``from_price`` at or below it (below the first band, the symbol's flat
+    ``tick_size``). Every band starts on its own grid, so the on-grid prices are
+    exactly the multiples of the tick that applies at them."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TickBand(models.Model):
+    """From ``from_price`` (inclusive) up to the next band, prices are multiples
+    of ``tick_size``."""
+
+    table = models.ForeignKey(TickTable, on_delete=models.CASCADE, related_name="bands")
+    from_price = models.DecimalField(**PRICE)
+    tick_size = models.DecimalField(**PRICE)
+
+    class Meta:
+        ordering = ["table", "from_price"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["table", "from_price"], name="tick_band_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(from_price__gte=0) & Q(tick_size__gt=0),
+                name="tick_band_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"from {self.from_price.normalize():f}: {self.tick_size.normalize():f}"
+
+    def clean(self) -> None:
+        if self.tick_size is not None and self.tick_size <= 0:
+            raise ValidationError({"tick_size": "The tick size must be positive."})
+        if self.from_price is not None and self.from_price < 0:
+            raise ValidationError({"from_price": "A band cannot start below 0."})
+        if self.from_price is not None and self.tick_size:
+            if self.from_price % self.tick_size:
+                raise ValidationError(
+                    {"from_price": "A band must start on its own tick grid."}
+                )
+
+
+def band_for(bands: Sequence[TickBand], price: Decimal) -> TickBand | None:
+    """The band (from ``bands`` sorted by ``from_price``) that ``price`` falls in."""
+    found = None
+    for band in bands:
+        if band.from_price > price:
+            break
+        found = band
+    return found
+
+
+def tick_table_grid_error(bands: Sequence[TickBand], tick_size: Decimal) -> str:
+    """Why ``bands`` cannot be used with a flat ``tick_size`` ("" if they can): the
+    engine counts prices in ticks of ``tick_size``, so it must be the finest grid."""
+    for band in bands:
+        if band.tick_size % tick_size:
+            return (
+                f"The band from {band.from_price.normalize():f} has tick "
+                f"{band.tick_size.normalize():f}, not a multiple of the tick size "
+                f"{tick_size.normalize():f}."
+            )
+    return ""
+
+
 class Symbol(models.Model):
     """A tradable security on a market, addressed as ``MARKET:CODE``.
 
@@ -196,6 +422,27 @@ class Symbol(models.Model):
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.ACTIVE
     )
+    #: A code of one of the market's trading states that overrides the market's
+    #: state for this symbol (``halted`` when suspended); blank: no override.
+    trading_state = models.CharField(
+        max_length=16, blank=True, validators=[state_code_validator]
+    )
+    state_reason = models.CharField(max_length=200, blank=True)
+    #: Set by a circuit breaker: the override ends at this instant.
+    halted_until = models.DateTimeField(null=True, blank=True)
+    #: Price-banded ticks; each band's tick is a multiple of ``tick_size``.
+    tick_table = models.ForeignKey(
+        TickTable,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="symbols",
+    )
+    max_quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
+    min_value = models.DecimalField(**AMOUNT, null=True, blank=True)
+    max_value = models.DecimalField(**AMOUNT, null=True, blank=True)
+    #: Overrides the market's static price band.
+    price_band_percent = models.DecimalField(**PERCENT, null=True, blank=True)
 
     class Meta:
         ordering = ["market__code", "code"]
@@ -206,6 +453,13 @@ class Symbol(models.Model):
                 & Q(lot_size__gt=0)
                 & Q(min_quantity__gt=0),
                 name="symbol_grid_positive",
+            ),
+            models.CheckConstraint(
+                condition=(Q(max_quantity__isnull=True) | Q(max_quantity__gt=0))
+                & (Q(min_value__isnull=True) | Q(min_value__gt=0))
+                & (Q(max_value__isnull=True) | Q(max_value__gt=0))
+                & (Q(price_band_percent__isnull=True) | Q(price_band_percent__gt=0)),
+                name="symbol_limits_positive",
             ),
         ]
 
@@ -232,8 +486,73 @@ class Symbol(models.Model):
             errors["min_quantity"] = (
                 "The minimum quantity must be a whole number of lots."
             )
+        errors.update(self._limits_errors())
+        if self.tick_table_id and self.tick_size:
+            message = tick_table_grid_error(self.tick_bands, self.tick_size)
+            if message:
+                errors["tick_table"] = message
+        if self.trading_state and self.market_id:
+            if not self.market.trading_states.filter(code=self.trading_state).exists():
+                errors["trading_state"] = (
+                    f"{self.trading_state!r} is not a trading state of "
+                    f"{self.market.code}."
+                )
         if errors:
             raise ValidationError(errors)
+
+    def _limits_errors(self) -> dict[str, str]:
+        errors = {}
+        if self.max_quantity is not None and self.lot_size:
+            if self.max_quantity % self.lot_size:
+                errors["max_quantity"] = (
+                    "The maximum quantity must be a whole number of lots."
+                )
+            elif self.min_quantity and self.max_quantity < self.min_quantity:
+                errors["max_quantity"] = "The maximum is below the minimum quantity."
+        if (
+            self.min_value is not None
+            and self.max_value is not None
+            and self.max_value < self.min_value
+        ):
+            errors["max_value"] = "The maximum value is below the minimum value."
+        return errors
+
+    @property
+    def tick_bands(self) -> list[TickBand]:
+        """The tick table's bands by ``from_price`` (none without a table). Uses a
+        ``prefetch_related("tick_table__bands")`` when the caller made one."""
+        if self.tick_table_id is None:
+            return []
+        assert self.tick_table is not None
+        return sorted(self.tick_table.bands.all(), key=lambda band: band.from_price)
+
+    def tick_at(self, price: Decimal) -> Decimal:
+        """The tick size that applies at ``price``: its tick-table band's, else the
+        flat ``tick_size`` (also below a table's first band)."""
+        band = band_for(self.tick_bands, price)
+        return band.tick_size if band is not None else self.tick_size
+
+    def is_on_price_grid(self, price: Decimal) -> bool:
+        """Is ``price`` a multiple of the tick that applies at it?"""
+        return not price % self.tick_at(price)
+
+    def price_floor(self, price: Decimal) -> Decimal:
+        """The greatest price on the effective grid (tick table or flat tick) at or
+        below ``price`` (0 for a price below the smallest tick)."""
+        tick = self.tick_at(price)
+        floored = (price / tick).to_integral_value(rounding=ROUND_FLOOR) * tick
+        return self.format_price(floored)
+
+    def price_ceiling(self, price: Decimal) -> Decimal:
+        """The least price on the effective grid at or above ``price``."""
+        bands = self.tick_bands
+        tick = self.tick_at(price)
+        ceiling = (price / tick).to_integral_value(rounding=ROUND_CEILING) * tick
+        # Rounding up within a band may pass the next band's start, itself on grid.
+        above = [b.from_price for b in bands if b.from_price > price]
+        if above and above[0] < ceiling:
+            ceiling = above[0]
+        return self.format_price(ceiling)
 
     def to_ticks(self, price: Decimal) -> int:
         ticks, remainder = divmod(price, self.tick_size)
@@ -286,6 +605,92 @@ class Holiday(models.Model):
 
     def __str__(self) -> str:
         return f"{self.market.code} {self.date} {self.name}"
+
+
+class SpecialDay(models.Model):
+    """A business day with a different timetable: an early close (``close_time``:
+    the regular timetable until then, closed from then on) and/or a full
+    alternative timetable (``MarketSession`` rows pointing at this day). Weekends
+    and holidays stay closed all day."""
+
+    market = models.ForeignKey(
+        Market, on_delete=models.CASCADE, related_name="special_days"
+    )
+    date = models.DateField()
+    name = models.CharField(max_length=100)
+    close_time = models.TimeField(
+        null=True, blank=True, help_text="Local time the market closes early."
+    )
+
+    class Meta:
+        ordering = ["market__code", "date"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["market", "date"], name="special_day_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.market.code} {self.date} {self.name}"
+
+
+class MarketSession(models.Model):
+    """One entry of a market's daily timetable: from local time ``start`` the
+    market is in ``state`` (until the next entry). Entries without
+    ``special_day`` form the regular timetable of every business day; those with
+    one replace it on that day."""
+
+    market = models.ForeignKey(
+        Market, on_delete=models.CASCADE, related_name="sessions"
+    )
+    special_day = models.ForeignKey(
+        SpecialDay,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="sessions",
+    )
+    start = models.TimeField(help_text="Local time in the market's timezone.")
+    state = models.CharField(max_length=16, validators=[state_code_validator])
+
+    class Meta:
+        ordering = ["market__code", "special_day__date", "start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["market", "start"],
+                condition=Q(special_day__isnull=True),
+                name="market_session_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["special_day", "start"],
+                condition=Q(special_day__isnull=False),
+                name="market_session_special_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M} {self.state}"
+
+    def clean(self) -> None:
+        errors = {}
+        if self.market_id and self.state:
+            if self.state == Market.State.HALTED:
+                errors["state"] = (
+                    "A timetable cannot halt the market: halts are staff's "
+                    "and hold until resumed."
+                )
+            elif not self.market.trading_states.filter(code=self.state).exists():
+                errors["state"] = (
+                    f"{self.state!r} is not a trading state of {self.market.code}."
+                )
+        if (
+            self.special_day_id
+            and self.market_id
+            and self.special_day.market_id != self.market_id
+        ):
+            errors["special_day"] = "The special day belongs to another market."
+        if errors:
+            raise ValidationError(errors)
 
 
 class Trade(models.Model):

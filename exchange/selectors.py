@@ -16,13 +16,15 @@ from registry.statements import TradeDetail
 
 
 def symbol_find(identifier: str) -> Symbol | None:
-    """The symbol addressed as ``MARKET:CODE`` (market, asset and currency loaded),
-    or None; callers raise the error that fits their door."""
+    """The symbol addressed as ``MARKET:CODE`` (market, asset, currency and tick
+    table with its bands loaded), or None; callers raise the error that fits their
+    door."""
     market_code, _, code = identifier.partition(":")
     if not market_code or not code:
         return None
     return (
-        Symbol.objects.select_related("market", "asset", "currency")
+        Symbol.objects.select_related("market", "asset", "currency", "tick_table")
+        .prefetch_related("tick_table__bands")
         .filter(market__code=market_code, code=code)
         .first()
     )

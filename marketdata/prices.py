@@ -75,7 +75,10 @@ def summary_to_wire(summary: SecuritySummary, symbol: Symbol) -> dict[str, Any]:
     vwap = summary.vwap
     return {
         "symbol": symbol.identifier,
-        "state": symbol.market.state if symbol.status == "active" else symbol.status,
+        # a symbol's own state (suspended, circuit-breaker halt) overrides its market's
+        "state": (symbol.trading_state or symbol.market.state)
+        if symbol.status == "active"
+        else symbol.status,
         "trading_date": summary.trading_date.isoformat()
         if summary.trading_date
         else None,

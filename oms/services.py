@@ -6,6 +6,7 @@ reservation and its matching request has committed.
 """
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
@@ -16,9 +17,16 @@ from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
 from exchange.fees import FeeRates, buy_cash_needed, fee_rates_for, order_fee_rates
-from exchange.models import Holiday, Market, Symbol, Trade
+from exchange.models import Market, Symbol, Trade, TradingState
 from exchange.selectors import symbol_find
 from exchange.streams import publish_on_commit
+from exchange.trading import (
+    TradingError,
+    limits_check,
+    price_check,
+    price_grid_check,
+    trading_check,
+)
 from exchange.wakeup import market_notify
 from oms.models import (
     LIMIT_TYPES,
@@ -85,6 +93,17 @@ def default_time_in_force(order_type: str) -> str:
     if Order.TimeInForce.GTC in ALLOWED_TIFS.get(order_type, frozenset()):
         return Order.TimeInForce.GTC
     return Order.TimeInForce.IOC
+
+
+def _trading(check: Callable[..., object], *args: object) -> None:
+    """Run an ``exchange.trading`` check; its refusal becomes an ``OrderError``
+    with the same code, message, field and status."""
+    try:
+        check(*args)
+    except TradingError as error:
+        raise OrderError(
+            error.code, error.message, field=error.field, status=error.status
+        ) from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +228,15 @@ def _check_quantity(
 def _check_price(symbol: Symbol, price: Decimal, *, field: str = "price") -> None:
     if price <= 0:
         raise OrderError("invalid_price", f"The {field} must be positive.", field=field)
-    if price % symbol.tick_size:
+    try:
+        price_grid_check(symbol, price)
+    except TradingError as error:
         raise OrderError(
-            "price_off_tick",
-            f"The {field} must be a multiple of the tick size {symbol.price_unit}.",
+            error.code,
+            error.message.replace("The price", f"The {field}", 1),
             field=field,
-        )
+            status=error.status,
+        ) from error
 
 
 def _require(condition: bool, code: str, message: str, field: str) -> None:
@@ -358,27 +380,32 @@ def _validate_spec(spec: OrderSpec, symbol: Symbol, now: datetime) -> None:
     _validate_instructions(spec, symbol, now)
 
 
-def market_check_trading(market: Market, symbol: Symbol) -> None:
-    """Raise unless orders may be placed on ``symbol`` now."""
-    if symbol.status != Symbol.Status.ACTIVE:
+def market_check_trading(
+    market: Market, symbol: Symbol, action: str = "place"
+) -> TradingState:
+    """Raise unless ``action`` (place, amend, cancel) may be taken on ``symbol``
+    now: the trading state in effect (the symbol's own, else its market's) and the
+    holiday calendar (``exchange.trading.trading_check``). Returns that state."""
+    try:
+        return trading_check(symbol, action)
+    except TradingError as error:
         raise OrderError(
-            "symbol_not_active",
-            f"{symbol.identifier} is {symbol.status}.",
-            field="symbol",
+            error.code, error.message, field=error.field, status=error.status
+        ) from error
+
+
+def _check_auction(spec: OrderSpec, state: TradingState) -> None:
+    """In a call auction orders only accumulate: nothing that must trade at once."""
+    immediate = spec.type in (Order.Type.MARKET, Order.Type.MARKET_TO_LIMIT) or (
+        spec.type == Order.Type.LIMIT and spec.time_in_force in IMMEDIATE_TIFS
+    )
+    if state.is_auction and (immediate or spec.post_only == Order.PostOnly.REPRICE):
+        raise OrderError(
+            "not_allowed_in_auction",
+            f"{state.name}: only orders that can wait for the auction are taken "
+            "(no market, market-to-limit, IOC/FOK limit or repricing post-only).",
+            field="type",
             status=422,
-        )
-    if market.state == Market.State.HALTED:
-        raise OrderError(
-            "market_halted", f"Market {market.code} is halted.", status=422
-        )
-    if market.state != Market.State.OPEN:
-        raise OrderError(
-            "market_closed", f"Market {market.code} is {market.state}.", status=422
-        )
-    today = timezone.now().astimezone(market.tzinfo).date()
-    if Holiday.objects.filter(market=market, date=today).exists():
-        raise OrderError(
-            "market_holiday", f"Market {market.code} is closed today.", status=422
         )
 
 
@@ -412,8 +439,9 @@ def _collared(symbol: Symbol, side: str, reference: Decimal) -> Decimal:
     """``reference`` moved by the market's collar against the client, on the grid."""
     collar = symbol.market.market_order_collar_percent / Decimal(100)
     if side == Order.Side.BUY:
-        return symbol.from_ticks(symbol.ticks_ceiling(reference * (1 + collar)))
-    return symbol.from_ticks(max(1, symbol.ticks_floor(reference * (1 - collar))))
+        return symbol.price_ceiling(reference * (1 + collar))
+    floor = symbol.price_floor(reference * (1 - collar))
+    return floor if floor > 0 else symbol.price_ceiling(symbol.tick_size)
 
 
 def trailing_stop_initial(spec: OrderSpec, symbol: Symbol) -> Decimal:
@@ -534,9 +562,12 @@ def order_vet(spec: OrderSpec, symbol: Symbol) -> Decimal:
     would be placed at (its limit, or its protection price). Raises
     ``OrderError``; reads only."""
     _validate_spec(spec, symbol, timezone.now())
-    market_check_trading(symbol.market, symbol)
+    _check_auction(spec, market_check_trading(symbol.market, symbol))
     price = spec.price if spec.type in LIMIT_TYPES else _protection_price(spec, symbol)
     assert price is not None
+    if spec.type in LIMIT_TYPES:
+        _trading(price_check, symbol, price)  # the static price band
+    _trading(limits_check, symbol, spec.quantity, price * spec.quantity)
     if price * spec.quantity >= MAX_ORDER_VALUE:
         raise OrderError(
             "order_too_large",
@@ -789,6 +820,7 @@ def order_cancel(*, user: User, order_id: int) -> Order:
             "order_not_found", f"There is no order {order_id}.", status=404
         )
     account_for_trading(user=user, account_id=order.account_id)
+    market_check_trading(order.symbol.market, order.symbol, "cancel")
     return order_cancel_queue(order_id=order.pk, acting_user=user)
 
 
@@ -932,7 +964,7 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
         order = _order_for_trading(user, order_id, lock=True)
         _validate_amend(order, amend)
         symbol = order.symbol
-        market_check_trading(symbol.market, symbol)
+        market_check_trading(symbol.market, symbol, "amend")
         quantity = amend.quantity or order.quantity
         remaining = quantity - order.filled_quantity
         price = amend.price or order.price

@@ -6,7 +6,7 @@ from itertools import count
 from django.contrib.auth import get_user_model
 
 from exchange.models import Market, Symbol
-from exchange.services import symbol_issue
+from exchange.services import symbol_issue, trading_states_create_standard
 from registry.models import Account, AccountAccess, Asset
 from registry.services import account_access_grant, cash_deposit, security_issue
 
@@ -24,7 +24,9 @@ def market(code: str = "XSX", **options: object) -> Market:
     options.setdefault("currency", currency())
     options.setdefault("name", f"{code} Exchange")
     options.setdefault("timezone", "Australia/Sydney")
-    return Market.objects.create(code=code, **options)
+    created = Market.objects.create(code=code, **options)
+    trading_states_create_standard(created)
+    return created
 
 
 def symbol(market_: Market, code: str = "XS01", **options: object) -> Symbol:

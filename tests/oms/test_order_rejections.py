@@ -538,10 +538,18 @@ def test_closed_market(alice_client, alice_account, market):
     )
 
 
-def test_pre_open_market(alice_client, alice_account, market):
+def test_pre_open_market_accepts_orders(alice_client, alice_account, market):
+    # Pre-open is the auction's call phase: orders are placed, not matched.
     Market.objects.filter(pk=market.pk).update(state=Market.State.PRE_OPEN)
+    response = alice_client.post(ORDERS, body_for(alice_account), format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["status"] == "pending"
+
+
+def test_opening_auction_freeze(alice_client, alice_account, market):
+    Market.objects.filter(pk=market.pk).update(state=Market.State.OPENING_AUCTION)
     assert_rejected_without_change(
-        alice_client, body_for(alice_account), 422, "market_closed"
+        alice_client, body_for(alice_account), 422, "action_not_allowed"
     )
 
 

@@ -1,18 +1,36 @@
 """``manage.py serve``: the whole platform in one process (the embedded profile).
 
 Serves HTTP and the WebSocket stream with uvicorn, runs one matching thread per
-market and (with the embedded profile's eager Celery) everything else in-process.
+market and (with the embedded profile's eager Celery) everything else in-process,
+including the session schedule (``sessions_advance_task``, as beat would run it).
 In the services profile run the processes of the ``Procfile`` instead.
 """
 
+import logging
 import threading
 from typing import Any
 
 import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
 
 from exchange.matching import matcher_threads_start
+from exchange.tasks import sessions_advance_task
+
+logger = logging.getLogger(__name__)
+
+
+def _run_schedule(stop: threading.Event, seconds: float) -> None:
+    """The embedded profile's beat for the session schedule."""
+    try:
+        while not stop.wait(seconds):
+            try:
+                sessions_advance_task()
+            except Exception:  # the next run tries again
+                logger.exception("sessions_advance failed")
+    finally:
+        connections.close_all()
 
 
 class Command(BaseCommand):
@@ -32,6 +50,16 @@ class Command(BaseCommand):
         if settings.MATCHER_IN_PROCESS and not options["no_matchers"]:
             threads = matcher_threads_start(stop)
             self.stdout.write(f"started {len(threads)} matching thread(s)")
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            seconds = float(
+                str(settings.CELERY_BEAT_SCHEDULE["sessions-advance"]["schedule"])
+            )
+            threading.Thread(
+                target=_run_schedule,
+                args=(stop, seconds),
+                name="session-schedule",
+                daemon=True,
+            ).start()
         try:
             uvicorn.run(
                 "config.asgi:application",

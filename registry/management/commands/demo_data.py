@@ -1,7 +1,9 @@
 """``manage.py demo_data``: a ready-to-trade demo exchange.
 
 Creates, through the services and audited as the staff user ``admin``: the AUD
-currency, the XSX market with ten symbols and its 2026-2027 holidays, the users
+currency, the XSX market with ten symbols and its 2026-2027 holidays, an ASX-like
+session timetable that is NOT followed (the schedule is off, so XSX stays open at
+any hour for the demo), a tick table (used by XS10), the users
 ``admin``, ``alice``, ``bob`` and ``integration``, ten funded client accounts and
 two OAuth2 applications. Idempotent: whatever already exists is left as it is, so
 a second run changes nothing and says so.
@@ -9,7 +11,7 @@ a second run changes nothing and says so.
 
 import os
 from collections import Counter
-from datetime import date
+from datetime import date, time
 from decimal import Decimal
 from typing import Any
 
@@ -20,8 +22,13 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from oauth2_provider.models import Application
 
-from exchange.models import Holiday, Market, Symbol
-from exchange.services import market_create, symbol_issue
+from exchange.models import Holiday, Market, MarketSession, Symbol, TickTable
+from exchange.services import (
+    market_create,
+    market_timetable_set,
+    symbol_issue,
+    tick_table_create,
+)
 from registry.models import Account, AccountAccess, Asset, JournalEntry
 from registry.services import (
     account_access_grant,
@@ -76,6 +83,25 @@ HOLIDAYS = [
     (date(2027, 12, 28), "Boxing Day (additional day)"),
 ]
 
+#: ASX-like local times; staff can turn the schedule on in the admin.
+TIMETABLE = [
+    (time(7, 0), Market.State.PRE_OPEN),
+    (time(9, 59, 30), Market.State.OPENING_AUCTION),
+    (time(10, 0), Market.State.OPEN),
+    (time(16, 0), Market.State.CLOSING_AUCTION),
+    (time(16, 10), Market.State.CLOSED),
+]
+TICK_TABLE = {
+    "name": "XSX equities",
+    "description": "1c below $50, 5c from $50, 10c from $100.",
+    "bands": [
+        (Decimal(0), Decimal("0.01")),
+        (Decimal(50), Decimal("0.05")),
+        (Decimal(100), Decimal("0.10")),
+    ],
+}
+TICK_TABLE_SYMBOL = "XS10"
+
 ADMIN = ("admin", "admin-demo-1")
 CLIENT_PASSWORD = "trade-demo-1"  # noqa: S105 (demo login, printed on start)
 INTEGRATION_USER = "integration"
@@ -119,8 +145,17 @@ class Command(BaseCommand):
             integration = self._user(INTEGRATION_USER, None, staff=True)
             currency = self._currency(admin)
             market = self._market(currency, admin)
+            self._timetable(market, admin)
+            tick_table = self._tick_table(admin)
             symbols = [
-                self._symbol(market, code, name, admin) for code, name in SYMBOLS
+                self._symbol(
+                    market,
+                    code,
+                    name,
+                    admin,
+                    tick_table if code == TICK_TABLE_SYMBOL else None,
+                )
+                for code, name in SYMBOLS
             ]
             self._holidays(market, admin)
             for number, owner in ACCOUNTS:
@@ -193,8 +228,26 @@ class Command(BaseCommand):
             self.created["markets"] += 1
         return market
 
+    def _timetable(self, market: Market, admin: AbstractUser) -> None:
+        if MarketSession.objects.filter(market=market).exists():
+            return
+        market_timetable_set(market=market, entries=TIMETABLE, acting_user=admin)
+        self.created["session timetables"] += 1
+
+    def _tick_table(self, admin: AbstractUser) -> TickTable:
+        table = TickTable.objects.filter(name=TICK_TABLE["name"]).first()
+        if table is None:
+            table = tick_table_create(**TICK_TABLE, acting_user=admin)
+            self.created["tick tables"] += 1
+        return table
+
     def _symbol(
-        self, market: Market, code: str, name: str, admin: AbstractUser
+        self,
+        market: Market,
+        code: str,
+        name: str,
+        admin: AbstractUser,
+        tick_table: TickTable | None = None,
     ) -> Symbol:
         symbol = (
             Symbol.objects.select_related("asset", "currency")
@@ -209,6 +262,7 @@ class Command(BaseCommand):
                 tick_size=Decimal("0.01"),
                 lot_size=Decimal(1),
                 scale=0,
+                tick_table=tick_table,
                 acting_user=admin,
             )
             self.created["symbols"] += 1
