@@ -20,7 +20,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import (
@@ -37,9 +37,11 @@ from config.db import bulk_update_rows
 from exchange import engine
 from exchange.calendar import business_days_add, local_date
 from exchange.fees import fill_fee, order_fee_rates
-from exchange.models import Market, Symbol, Trade
+from exchange.models import Market, Symbol, Trade, TradingState
+from exchange.services import symbols_circuit_break
 from exchange.settlement import unsettled_proceeds_pending
 from exchange.streams import Message, publish_on_commit, stream_advance, stream_message
+from exchange.trading import MarketTradingStates, dynamic_band, market_trading_states
 from exchange.wakeup import MarketWaiter
 from exchange.wire import trade_to_wire
 from oms.models import (
@@ -397,9 +399,14 @@ class MatchingWorker:
         self.books = {symbol_id: engine.OrderBook() for symbol_id in self.symbols}
         last_prices = _last_prices(self.symbols.values())
         for symbol_id, book in self.books.items():
+            symbol = self.symbols[symbol_id]
             last = last_prices.get(symbol_id)
             if last is not None:
-                book.apply(engine.SetLastPrice(self.symbols[symbol_id].to_ticks(last)))
+                book.apply(engine.SetLastPrice(symbol.to_ticks(last)))
+            if symbol.book_in_auction:
+                # Restored orders may cross: they wait for the uncross.
+                book.apply(engine.SetAuction(True))
+            self.band_set(symbol_id)
         live = Order.objects.filter(market=self.market, status__in=LIVE_STATUSES)
         # Resting orders in priority order, then parked stops in acceptance order:
         # the order the engine lists them in its snapshot.
@@ -444,50 +451,98 @@ class MatchingWorker:
     # -- one batch ------------------------------------------------------------------
 
     def process_batch(self) -> int:
-        """Take up to ``batch_size`` requests and persist their outcome; returns how
-        many requests were processed."""
+        """Take up to ``batch_size`` requests the market's trading state lets through
+        and persist their outcome, together with any auction transition of a book
+        (entering an auction, or the uncross when leaving one); returns how many
+        requests and transitions were processed."""
         assert self.market is not None and self.is_ready
         with transaction.atomic(durable=True):
-            market = Market.objects.get(pk=self.market.pk)
+            market = Market.objects.select_related("currency").get(pk=self.market.pk)
             self.market = market
+            now = timezone.now()
+            states = market_trading_states(market, now)
             inbox = OrderRequest.objects.filter(
-                market=market, processed_at__isnull=True
+                market=market,
+                processed_at__isnull=True,
+                kind__in=_request_kinds(states.market_state),
             )
-            if market.state != Market.State.OPEN:
-                inbox = inbox.filter(
-                    kind__in=(OrderRequest.Kind.CANCEL, OrderRequest.Kind.EXPIRE)
-                )
             requests = list(inbox.order_by("id")[: self.batch_size])
-            if not requests:
+            transitions = self._auction_transitions(states)
+            if not requests and not transitions:
                 return 0
             try:
-                _Batch(self, market, requests).persist()
+                _Batch(self, market, requests, states, now).persist(transitions)
             except BaseException:
                 # The books already hold this batch's effects: start again from
                 # what the database says.
                 self.is_ready = False
                 raise
-        return len(requests)
+        return len(requests) + len(transitions)
+
+    def _auction_transitions(self, states: MarketTradingStates) -> dict[int, bool]:
+        """Symbol id -> whether its book must now be in auction mode, for the books
+        whose mode must change. A book stays in auction until a state that uncrosses
+        on entry (a halt from an auction keeps the orders waiting)."""
+        changes = {}
+        for symbol_id, book in self.books.items():
+            state = states.of(symbol_id)
+            wanted = state.is_auction or (
+                book.in_auction and not state.uncross_on_entry
+            )
+            if wanted != book.in_auction:
+                changes[symbol_id] = wanted
+        return changes
+
+    def band_set(self, symbol_id: int) -> None:
+        """Centre the symbol's circuit-breaker band on its last trade price."""
+        symbol = self.symbols[symbol_id]
+        book = self.books[symbol_id]
+        last = book.last_price
+        band = dynamic_band(symbol, None if last is None else symbol.from_ticks(last))
+        low, high = (None, None) if band is None else map(symbol.to_ticks, band)
+        if book.band != (low, high):
+            book.apply(engine.SetBand(low, high))
 
     def book_for(self, symbol_id: int) -> engine.OrderBook:
         if symbol_id not in self.books:
+            # A symbol issued after the worker started: it has no orders yet.
             self.symbols[symbol_id] = Symbol.objects.select_related(
                 "market", "asset", "currency"
             ).get(pk=symbol_id)
             self.books[symbol_id] = engine.OrderBook()
+            self.band_set(symbol_id)
         return self.books[symbol_id]
+
+
+def _request_kinds(state: TradingState) -> list[str]:
+    """The requests a market state lets the worker take: expiries always; places
+    while it matches or collects an auction; amends and cancels as it allows."""
+    kinds = [OrderRequest.Kind.EXPIRE]
+    if state.allows_cancel:
+        kinds.append(OrderRequest.Kind.CANCEL)
+    if state.allows_amend:
+        kinds.append(OrderRequest.Kind.AMEND)
+    if state.allows_place and (state.allows_match or state.is_auction):
+        kinds.append(OrderRequest.Kind.PLACE)
+    return kinds
 
 
 class _Batch:
     """The outcome of one batch of requests, persisted in the caller's transaction."""
 
     def __init__(
-        self, worker: MatchingWorker, market: Market, requests: list[OrderRequest]
+        self,
+        worker: MatchingWorker,
+        market: Market,
+        requests: list[OrderRequest],
+        states: MarketTradingStates,
+        now: datetime,
     ) -> None:
         self.worker = worker
         self.market = market
         self.requests = requests
-        self.now = timezone.now()
+        self.states = states
+        self.now = now
         self.states: dict[int, _OrderState] = {}
         self.fills: list[_Fill] = []
         self.touched_levels: defaultdict[int, set[tuple[engine.Side, int]]] = (
@@ -496,6 +551,8 @@ class _Batch:
         #: Symbols whose dynamic price band stopped a trade: the price it would have
         #: traded at.
         self.band_breaches: dict[int, int] = {}
+        #: Symbols whose book entered (True) or left (False) auction mode.
+        self.auction_changes: dict[int, bool] = {}
         self.orders_with_later_amends: set[int] = set()
         #: Ids of the trades this batch created, and the unsettled cash its trades
         #: credited so far per (account, currency): for releases of holds drawn
@@ -523,9 +580,11 @@ class _Batch:
                 order, on_book=resting, was_on_book=resting
             )
 
-    def persist(self) -> None:
+    def persist(self, transitions: dict[int, bool]) -> None:
         self._load_orders({request.order_id for request in self.requests})
         self._count_waiting_amends()
+        for symbol_id, auction in sorted(transitions.items()):
+            self._auction_transition(symbol_id, auction)
         for request in self.requests:
             state = self.states[request.order_id]
             if request.kind == OrderRequest.Kind.PLACE:
@@ -536,7 +595,22 @@ class _Batch:
                 self._cancel(request, state)
         self._write()
 
+    def _auction_transition(self, symbol_id: int, auction: bool) -> None:
+        """Put a book into auction mode, or uncross it and leave auction mode."""
+        symbol = self.worker.symbols[symbol_id]
+        book = self.worker.books[symbol_id]
+        if auction:
+            book.apply(engine.SetAuction(True))
+        else:
+            self._apply_events(symbol, book.apply(engine.Uncross(book.last_price)))
+            book.apply(engine.SetAuction(False))
+        self.auction_changes[symbol_id] = auction
+        # The symbol's summary shows the change even if no level moved.
+        self.touched_levels.setdefault(symbol_id, set())
+
     def _count_waiting_amends(self) -> None:
+        if not self.requests:
+            return
         for request in self.requests:
             if request.kind == OrderRequest.Kind.AMEND:
                 self.states[request.order_id].amends_waiting += 1
@@ -561,6 +635,11 @@ class _Batch:
         symbol = self.worker.symbols.get(order.symbol_id) or order.symbol
         if symbol.status != Symbol.Status.ACTIVE:
             state.move(OrderStatus.REJECTED, reason="symbol_not_active")
+            return
+        trading = self.states.of(order.symbol_id)
+        if not (trading.allows_place and (trading.allows_match or trading.is_auction)):
+            # The symbol's own state (a suspension, a circuit-breaker halt).
+            state.move(OrderStatus.REJECTED, reason=f"symbol_{trading.code}")
             return
         book = self.worker.book_for(order.symbol_id)
         events = book.apply(new_order_command(order, symbol, book))
@@ -807,6 +886,7 @@ class _Batch:
             elif state.recheck_hold:
                 self._recheck_hold(ledger, state)
         ledger.flush()
+        self._symbols_update(trades)
         changed = [s for s in self.states.values() if s.changed]
         for state in changed:
             state.order.updated_at = self.now
@@ -867,6 +947,35 @@ class _Batch:
         publish_on_commit(messages)
         for callback in outcome.after_commit:
             transaction.on_commit(callback, robust=True)
+
+    def _symbols_update(self, trades: list[Trade]) -> None:
+        """After the balance locks: halt the symbols whose dynamic band stopped a
+        trade (their books are in auction already), store each book's auction mode,
+        and re-centre the bands of the symbols that traded."""
+        worker = self.worker
+        breaks = [
+            (
+                worker.symbols[symbol_id],
+                self.now + timedelta(seconds=self.market.cooling_off_seconds),
+                f"price {worker.symbols[symbol_id].from_ticks(price)} beyond the "
+                "dynamic band",
+            )
+            for symbol_id, price in sorted(self.band_breaches.items())
+        ]
+        if breaks:
+            for symbol in symbols_circuit_break(breaks=breaks):
+                symbol.market = self.market
+                worker.symbols[symbol.pk].trading_state = symbol.trading_state
+                worker.symbols[symbol.pk].halted_until = symbol.halted_until
+            self.touched_levels.update(
+                {pk: self.touched_levels.get(pk, set()) for pk in self.band_breaches}
+            )
+        for symbol_id in set(self.auction_changes) | set(self.band_breaches):
+            in_auction = worker.books[symbol_id].in_auction
+            worker.symbols[symbol_id].book_in_auction = in_auction
+            Symbol.objects.filter(pk=symbol_id).update(book_in_auction=in_auction)
+        for symbol_id in {trade.symbol_id for trade in trades}:
+            worker.band_set(symbol_id)
 
     def _create_trades(self) -> list[Trade]:
         if not self.fills:

@@ -424,6 +424,9 @@ class Symbol(models.Model):
     )
     #: A code of one of the market's trading states that overrides the market's
     #: state for this symbol (``halted`` when suspended); blank: no override.
+    #: The matching worker's book for the symbol is in call-auction mode (orders
+    #: rest without matching until the uncross). Written by the worker only.
+    book_in_auction = models.BooleanField(default=False, editable=False)
     trading_state = models.CharField(
         max_length=16, blank=True, validators=[state_code_validator]
     )

@@ -39,6 +39,13 @@ class SecuritySummary(models.Model):
     best_ask = models.DecimalField(**PRICE, null=True, blank=True)
     best_ask_quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
     best_ask_orders = models.PositiveIntegerField(default=0)
+    #: The symbol's book collects a call auction: the uncross it would run now
+    #: (indicative price, matched quantity, surplus and its side).
+    in_auction = models.BooleanField(default=False)
+    indicative_price = models.DecimalField(**PRICE, null=True, blank=True)
+    indicative_quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
+    indicative_surplus = models.DecimalField(**AMOUNT, null=True, blank=True)
+    indicative_surplus_side = models.CharField(max_length=4, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

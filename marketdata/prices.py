@@ -27,6 +27,11 @@ from marketdata.tasks import scans_evaluate_task
 from marketdata.topics import Snapshot, register, symbol_or_error, unknown
 
 SUMMARY_FIELDS = [
+    "in_auction",
+    "indicative_price",
+    "indicative_quantity",
+    "indicative_surplus",
+    "indicative_surplus_side",
     "trading_date",
     "last",
     "last_quantity",
@@ -105,6 +110,13 @@ def summary_to_wire(summary: SecuritySummary, symbol: Symbol) -> dict[str, Any]:
         "value_traded": str(symbol.currency.quantize(summary.value_traded)),
         "trades": summary.trades,
         "vwap": None if vwap is None else str(vwap.quantize(fine)),
+        "auction": {
+            "in_auction": summary.in_auction,
+            "indicative_price": _price(symbol, summary.indicative_price),
+            "matched_quantity": _quantity(symbol, summary.indicative_quantity),
+            "surplus": _quantity(symbol, summary.indicative_surplus),
+            "surplus_side": summary.indicative_surplus_side or None,
+        },
     }
 
 
@@ -167,6 +179,7 @@ def prices_apply(outcome: BatchOutcome) -> list[Message]:
         book = outcome.books.get(symbol_id)
         if book is not None:
             _set_top_of_book(summary, outcome.symbols[symbol_id], book)
+            _set_auction(summary, outcome.symbols[symbol_id], book)
         summary.updated_at = outcome.now
     bulk_update_rows(SecuritySummary, list(summaries.values()), SUMMARY_FIELDS)
     candles = _candles_fold(outcome.trades, tz)
@@ -222,6 +235,25 @@ def _set_top_of_book(
         setattr(summary, f"best_{side}", price)
         setattr(summary, f"best_{side}_quantity", quantity)
         setattr(summary, f"best_{side}_orders", orders)
+
+
+def _set_auction(
+    summary: SecuritySummary, symbol: Symbol, book: engine.OrderBook
+) -> None:
+    """The indicative uncross of a book collecting an auction (else cleared)."""
+    found = book.indicative(book.last_price) if book.in_auction else None
+    summary.in_auction = book.in_auction
+    if found is None:
+        summary.indicative_price = summary.indicative_quantity = None
+        summary.indicative_surplus = None
+        summary.indicative_surplus_side = ""
+        return
+    summary.indicative_price = symbol.from_ticks(found.price)
+    summary.indicative_quantity = symbol.from_lots(found.matched)
+    summary.indicative_surplus = symbol.from_lots(found.surplus)
+    summary.indicative_surplus_side = (
+        "" if found.surplus_side is None else found.surplus_side.value
+    )
 
 
 def _candles_fold(trades: list[Trade], tz: zoneinfo.ZoneInfo) -> list[Candle]:

@@ -1098,3 +1098,13 @@ def _expire(orders: QuerySet[Order]) -> int:
             .order_by("pk")
         )
         return _queue(locked, OrderRequest.Kind.EXPIRE, None)
+
+
+def orders_expire_at_close(
+    market: Market, previous: TradingState, new: TradingState, now: datetime
+) -> None:
+    """Market transition hook: when a market closes, its DAY orders expire (the
+    matching worker uncrosses a closing auction first, then carries out the
+    expiries in the same order as they were queued)."""
+    if new.code == Market.State.CLOSED and previous.code != Market.State.CLOSED:
+        orders_expire_day(market=market)
