@@ -347,6 +347,7 @@ def _correction_trade(trade: Trade, price: Decimal, quantity: Decimal) -> Trade:
         (taker, maker) if trade.aggressor_side == Trade.Side.BUY else (maker, taker)
     )
     topic = trades_topic(symbol)
+    now = timezone.now()
     return Trade.objects.create(
         symbol=symbol,
         seq=stream_advance({topic: 1})[topic],
@@ -360,8 +361,11 @@ def _correction_trade(trade: Trade, price: Decimal, quantity: Decimal) -> Trade:
         sell_order_id=trade.sell_order_id,
         buyer_id=trade.buyer_id,
         seller_id=trade.seller_id,
-        executed_at=timezone.now(),
+        executed_at=now,
         corrected_from=trade,
+        # A correction books straight into the available buckets: settled at once.
+        settlement_date=now.astimezone(market.tzinfo).date(),
+        settled_at=now,
     )
 
 

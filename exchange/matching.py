@@ -541,7 +541,8 @@ class _Batch:
         self.worker = worker
         self.market = market
         self.requests = requests
-        self.states = states
+        #: The trading state in effect for each symbol.
+        self.trading = states
         self.now = now
         self.states: dict[int, _OrderState] = {}
         self.fills: list[_Fill] = []
@@ -636,7 +637,7 @@ class _Batch:
         if symbol.status != Symbol.Status.ACTIVE:
             state.move(OrderStatus.REJECTED, reason="symbol_not_active")
             return
-        trading = self.states.of(order.symbol_id)
+        trading = self.trading.of(order.symbol_id)
         if not (trading.allows_place and (trading.allows_match or trading.is_auction)):
             # The symbol's own state (a suspension, a circuit-breaker halt).
             state.move(OrderStatus.REJECTED, reason=f"symbol_{trading.code}")

@@ -55,9 +55,10 @@ def trades_pending_settlement() -> QuerySet[Trade]:
     """Trades whose unsettled cash and holdings have not moved to available.
 
     The one definition used for both the due trades and an account's pending
-    proceeds: a filter added here (e.g. excluding busted trades) applies to both.
+    proceeds. A busted trade's unsettled amounts were reversed by the bust: it is
+    never settled.
     """
-    return Trade.objects.filter(settled_at__isnull=True)
+    return Trade.objects.filter(settled_at__isnull=True, busted_at__isnull=True)
 
 
 def unsettled_proceeds_pending(

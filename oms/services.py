@@ -308,7 +308,9 @@ def _validate_instructions(spec: OrderSpec, symbol: Symbol, now: datetime) -> No
         tif in ALLOWED_TIFS[spec.type],
         "invalid_time_in_force",
         f"A {spec.type.replace('_', '-')} order is "
-        + " or ".join(sorted(t.upper() for t in ALLOWED_TIFS[spec.type]))
+        + " or ".join(
+            t.upper() for t in Order.TimeInForce.values if t in ALLOWED_TIFS[spec.type]
+        )
         + ".",
         "time_in_force",
     )

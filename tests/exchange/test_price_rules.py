@@ -46,6 +46,7 @@ def banded(symbol, table):
 
 def last_trade(symbol: Symbol, price: str, seq: int = 1) -> Trade:
     account = factories.account()
+    now = timezone.now()
     return Trade.objects.create(
         symbol=symbol,
         seq=seq,
@@ -57,7 +58,9 @@ def last_trade(symbol: Symbol, price: str, seq: int = 1) -> Trade:
         sell_order_id=2,
         buyer=account,
         seller=account,
-        executed_at=timezone.now(),
+        executed_at=now,
+        settlement_date=now.date(),
+        settled_at=now,
     )
 
 

@@ -534,6 +534,8 @@ def test_random_batches_with_unsettled_proceeds_settle_exactly_to_zero(
                         time_in_force=rng.choice(["gtc", "gtc", "ioc", "fok"]),
                         price=Decimal(rng.randint(990, 1010)) / 100,
                         quantity=Decimal(rng.randint(1, 60)),
+                        # Self-trades allowed: more trades between few accounts.
+                        self_trade_prevention="none",
                     ),
                 )
             except OrderError:

@@ -45,7 +45,22 @@ def move(client, key="s-1", **body):
 
 
 def set_cost(account, asset, cost):
-    Balance.objects.filter(account=account, asset=asset).update(cost=Decimal(cost))
+    """Give a position a cost base through the ledger (a cost-only line), as a
+    purchase would."""
+    from django.db import transaction
+
+    from registry.ledger import LedgerBatch, Line
+    from registry.models import Bucket, JournalEntry
+
+    with transaction.atomic():
+        batch = LedgerBatch([(account.pk, asset.pk)])
+        delta = Decimal(cost) - batch.balance(account.pk, asset.pk).cost
+        batch.post(
+            kind=JournalEntry.Kind.TRADE,
+            lines=[Line(account.pk, asset.pk, Bucket.AVAILABLE, Decimal(0), delta)],
+            reference="test:cost",
+        )
+        batch.flush()
 
 
 # Deposits ----------------------------------------------------------------------------

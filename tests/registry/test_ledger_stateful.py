@@ -1,12 +1,17 @@
 """A Hypothesis state machine over the whole money path, on PostgreSQL.
 
-Random deposits, orders of several types, matching, cancels and amends run through
-the real services and the real matching worker (driven step by step). After every
-step: every asset sums to zero over the ledger, nothing available is negative,
-every open order holds exactly what its rest needs and the held buckets equal the
-open orders' reservations, and the stored balances equal the ledger.
+Random deposits, withdrawals (requested, approved, rejected), orders of several
+types, matching, cancels, amends, trade busts and settlements (a T+2 market) run
+through the real services and the real matching worker (driven step by step).
+After every step: every asset sums to zero over the ledger, nothing available or
+unsettled is negative, every open order holds exactly what its rest needs and the
+held buckets equal the open orders' reservations plus the pending withdrawals, and
+the stored balances (and cost bases) equal the ledger.
 """
 
+import itertools
+import uuid
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -21,7 +26,10 @@ from hypothesis.stateful import (
     rule,
 )
 
+from exchange.busts import trade_bust
 from exchange.matching import MatchingWorker
+from exchange.models import Trade
+from exchange.settlement import settlement_run
 from oms.models import OPEN_STATUSES, Order
 from oms.services import (
     AmendSpec,
@@ -32,8 +40,13 @@ from oms.services import (
     order_cancel,
     order_place,
 )
-from registry.models import Balance, Posting
-from registry.services import cash_deposit
+from registry.models import Balance, Posting, Transfer
+from registry.services import RegistryError, cash_deposit
+from registry.transfers import (
+    withdrawal_approve,
+    withdrawal_reject,
+    withdrawal_request,
+)
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,6 +82,11 @@ def assert_money_invariants() -> None:
             assert order.held_amount == open_order_needs(order), order
         key = (order.account_id, order.held_asset_id)
         held[key] = held.get(key, D(0)) + order.held_amount
+    for transfer in Transfer.objects.filter(
+        kind=Transfer.Kind.WITHDRAWAL, status=Transfer.Status.PENDING
+    ):
+        key = (transfer.account_id, transfer.asset_id)
+        held[key] = held.get(key, D(0)) + transfer.amount
     for balance in Balance.objects.all():
         key = (balance.account_id, balance.asset_id)
         for bucket in ("available", "held", "unsettled"):
@@ -88,13 +106,17 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @initialize()
     def set_up(self) -> None:
-        market = factories.market() if not _market_exists() else _market()
-        self.symbol = _symbol(market)
+        # A fresh T+2 market, symbol and accounts per example: every example
+        # starts from the same state, so Hypothesis can replay and shrink it.
+        market = factories.market(f"SM{next(_SYMBOL_NUMBERS)}", settlement_days=2)
+        self.symbol = factories.symbol(market, "XS01")
+        self.staff = factories.user(is_staff=True)
         self.users = [factories.user(), factories.user()]
         self.accounts = [
             factories.account(user, cash="500.00", holdings={self.symbol: "60"})
             for user in self.users
         ]
+        self.market = market
         self.worker = MatchingWorker(market.code, batch_size=50)
         self.worker.rebuild()
         self.orders: list[tuple[int, int]] = []  # (order id, client index)
@@ -174,31 +196,67 @@ class MoneyMachine(RuleBasedStateMachine):
                 "insufficient_holdings",
             }, error.code
 
+    @rule(client=st.integers(0, 1), amount=st.integers(1, 400).map(D))
+    def withdraw(self, client: int, amount: Decimal) -> None:
+        account = self.accounts[client]
+        try:
+            withdrawal_request(
+                account=account,
+                asset=account.currency,
+                amount=amount,
+                acting_user=self.users[client],
+                idempotency_key=uuid.uuid4().hex,
+            )
+        except RegistryError as error:
+            assert error.code == "insufficient_funds", error.code
+
+    @rule(data=st.data(), approve=st.booleans())
+    def decide_withdrawal(self, data: st.DataObject, approve: bool) -> None:
+        pending = list(
+            Transfer.objects.filter(
+                account__in=self.accounts,
+                kind=Transfer.Kind.WITHDRAWAL,
+                status=Transfer.Status.PENDING,
+            ).order_by("pk")
+        )
+        if not pending:
+            return
+        transfer = data.draw(st.sampled_from(pending))
+        if approve:
+            withdrawal_approve(transfer_id=transfer.pk, acting_user=self.staff)
+        else:
+            withdrawal_reject(
+                transfer_id=transfer.pk, acting_user=self.staff, reason="test"
+            )
+
+    @rule(data=st.data())
+    def bust(self, data: st.DataObject) -> None:
+        trades = list(
+            Trade.objects.filter(symbol=self.symbol, busted_at__isnull=True).order_by(
+                "pk"
+            )
+        )
+        if not trades:
+            return
+        trade = data.draw(st.sampled_from(trades))
+        try:
+            trade_bust(trade=trade, acting_user=self.staff, reason="test")
+        except RegistryError as error:
+            assert error.code == "bust_insufficient_balance", error.code
+
+    @rule()
+    def settle(self) -> None:
+        settlement_run(as_of=date(2100, 1, 1), market_ids=[self.market.pk])
+
     @invariant()
     def money_is_conserved_and_reserved_exactly(self) -> None:
         assert_money_invariants()
 
 
-def _market_exists() -> bool:
-    from exchange.models import Market
-
-    return Market.objects.filter(code="XSX").exists()
+_SYMBOL_NUMBERS = itertools.count(1)
 
 
-def _market():
-    from exchange.models import Market
-
-    return Market.objects.get(code="XSX")
-
-
-def _symbol(market):
-    from exchange.models import Symbol
-
-    found = Symbol.objects.filter(market=market, code="XS01").first()
-    return found or factories.symbol(market, "XS01")
-
-
-def test_money_path_state_machine(market, symbol):
+def test_money_path_state_machine(db):
     MoneyMachine.TestCase.settings = settings(
         max_examples=8,
         stateful_step_count=20,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from registry.models import Balance, JournalEntry, Posting
+from registry.models import Balance, JournalEntry, Posting, Transfer
 from tests.registry.conftest import US
 
 pytestmark = pytest.mark.django_db
@@ -171,11 +171,12 @@ def expected_lines(scenario) -> list[tuple[Any, ...]]:
     first, second = scenario.trades
     buy, sell = scenario.orders["carol_buy"]["id"], scenario.orders["carol_sell"]["id"]
     iso = {n: t[n].isoformat() for n in t}
+    deposit = Transfer.objects.get(account=carol, kind=Transfer.Kind.DEPOSIT)
     x = "XSX:XS01"
     buy_text = "Trade: Buy 100 XSX:XS01 @ 10.00"
     sell_text = "Trade: Sell 40 XSX:XS01 @ 12.00"
     return [
-        (iso[1], "deposit", f"account:{carol.pk}", "Deposit (Cash deposit)", "AUD",
+        (iso[1], "deposit", deposit.reference, "Deposit (Cash deposit)", "AUD",
          "available", "5000.00", "5000.00", "5000.00", None, None),
         (iso[3], "hold", f"order:{buy}", "Hold for an order", "AUD",
          "available", "-1001.00", "3999.00", "5000.00", None, None),
