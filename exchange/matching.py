@@ -459,6 +459,8 @@ class MatchingWorker:
         with transaction.atomic(durable=True):
             market = Market.objects.select_related("currency").get(pk=self.market.pk)
             self.market = market
+            for symbol in self.symbols.values():
+                symbol.market = market  # fresh settings (bands, fees, states)
             now = timezone.now()
             states = market_trading_states(market, now)
             inbox = OrderRequest.objects.filter(
