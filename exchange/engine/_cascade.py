@@ -54,8 +54,8 @@ class CascadeBook(BookCore):
     def _references(self) -> dict[TriggerRef, int | None]:
         return {
             _LAST: self._last,
-            _BID: self._bids.keys()[-1] if self._bids else None,
-            _ASK: self._asks.keys()[0] if self._asks else None,
+            _BID: self._bid_lists[-1][-1] if self._bids else None,
+            _ASK: self._ask_lists[0][0] if self._asks else None,
         }
 
     def _check(self, events: list[Event]) -> None:
@@ -140,10 +140,12 @@ class CascadeBook(BookCore):
         rank = {order_id: i for i, order_id in enumerate(self._index)}
         later = itertools.count(len(rank))
         while bids and asks:
-            bid_price, bid_level = bids.peekitem(-1)
-            ask_price, ask_level = asks.peekitem(0)
+            bid_price = self._bid_lists[-1][-1]
+            ask_price = self._ask_lists[0][0]
             if bid_price < price or ask_price > price:
                 return
+            bid_level = bids[bid_price]
+            ask_level = asks[ask_price]
             buy = next(iter(bid_level.orders.values()))
             sell = next(iter(ask_level.orders.values()))
             size = min(buy.remaining, sell.remaining)
@@ -211,8 +213,8 @@ class CascadeBook(BookCore):
             return None
         bids = self._bids
         asks = self._asks
-        best_bid = bids.keys()[-1]
-        best_ask = asks.keys()[0]
+        best_bid = self._bid_lists[-1][-1]
+        best_ask = self._ask_lists[0][0]
         return equilibrium(
             [
                 (price, bids[price].total + bids[price].hidden)

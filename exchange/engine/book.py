@@ -155,11 +155,21 @@ class OrderBook(CascadeBook):
         if time_in_force is _FOK and self._executable(side, price, quantity) < quantity:
             events.append(Cancelled(order_id, quantity, _FOK_UNFILLABLE))
             return events
-        remaining = self._match(order_id, command.owner, side, price, quantity, events)
+        # Most limit orders do not cross: spare them the matching loop.
+        if side is _BUY:
+            book = self._asks
+            crosses = book and self._ask_lists[0][0] <= price
+        else:
+            book = self._bids
+            crosses = book and self._bid_lists[-1][-1] >= price
+        if crosses:
+            remaining = self._match(
+                order_id, command.owner, side, price, quantity, events
+            )
+        else:
+            remaining = quantity
         if remaining:
             if time_in_force is _IOC or time_in_force is _FOK:
-                # (A FOK that passed the check only keeps a remainder when a
-                # band stopped it.)
                 events.append(Cancelled(order_id, remaining, _IOC_REMAINDER))
             else:
                 self._rest_plain(
@@ -231,15 +241,19 @@ class OrderBook(CascadeBook):
         return events
 
     def _cancel(self, order_id: int, reason: CancelReason) -> list[Event]:
-        order = self._index.get(order_id)
+        order = self._index.pop(order_id, None)
         if order is None or order.flags:
-            order = order or self._parked.get(order_id)
+            events: list[Event] = []
+            if order is not None:
+                # An iceberg or a linked order (already out of the index).
+                self._unrest(order)
+                self._cancelled(order, reason, events)
+                return events
+            order = self._parked.get(order_id)
             if order is None:
                 return [Rejected(order_id, _UNKNOWN)]
-            events: list[Event] = []
             self._kill(order, reason, events)
             return events
-        del self._index[order_id]
         price = order.price
         side_book = self._bids if order.side is _BUY else self._asks
         level = side_book[price]
@@ -354,9 +368,9 @@ class OrderBook(CascadeBook):
         # refused rather than leaving it crossed (allowed in auction).
         if not parked and not self._auction and price is not None:
             if side is _BUY:
-                if self._asks and price >= self._asks.keys()[0]:
+                if self._asks and price >= self._ask_lists[0][0]:
                     return [Rejected(order_id, _BAD_PRICE)]
-            elif self._bids and price <= self._bids.keys()[-1]:
+            elif self._bids and price <= self._bid_lists[-1][-1]:
                 return [Rejected(order_id, _BAD_PRICE)]
 
         order = _Order(
@@ -457,14 +471,16 @@ class OrderBook(CascadeBook):
         """(price, visible quantity, order count) of the best bid, or None."""
         if not self._bids:
             return None
-        price, level = self._bids.peekitem(-1)
+        price = self._bid_lists[-1][-1]
+        level = self._bids[price]
         return price, level.total, len(level.orders)
 
     def best_ask(self) -> tuple[int, int, int] | None:
         """(price, visible quantity, order count) of the best ask, or None."""
         if not self._asks:
             return None
-        price, level = self._asks.peekitem(0)
+        price = self._ask_lists[0][0]
+        level = self._asks[price]
         return price, level.total, len(level.orders)
 
     def level(self, side: Side, price: int) -> tuple[int, int]:

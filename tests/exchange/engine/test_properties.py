@@ -31,7 +31,7 @@ from exchange.engine import (
 )
 
 PROPERTY_SETTINGS = settings(
-    max_examples=150,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
