@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import (
     DatabaseError,
@@ -529,6 +530,10 @@ def _request_kinds(state: TradingState) -> list[str]:
     return kinds
 
 
+#: The price levels a batch touched on one book: (side, price in ticks).
+_Levels = set[tuple[engine.Side, int]]
+
+
 class _Batch:
     """The outcome of one batch of requests, persisted in the caller's transaction."""
 
@@ -726,28 +731,38 @@ class _Batch:
             if handler is not None:
                 handler(self, symbol, event, touched, acting_user_id)
 
-    def _on_accepted(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_accepted(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         self.states[event.order_id].move(OrderStatus.ACCEPTED)
 
-    def _on_waiting(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_waiting(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         state = self.states[event.order_id]
         state.order.stop_price = symbol.from_ticks(event.stop_price)
         state.order.priority = self.worker.next_priority()
         state.move(OrderStatus.WAITING)
 
-    def _on_stop_moved(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_stop_moved(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         state = self.states[event.order_id]
         state.order.stop_price = symbol.from_ticks(event.stop_price)
         state.changed = True
 
-    def _on_triggered(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_triggered(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         state = self.states[event.order_id]
         state.move(
             OrderStatus.ACCEPTED,
             reason=f"triggered at {symbol.from_ticks(event.reference_price)}",
         )
 
-    def _on_fill(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_fill(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         self._fill(symbol, event)
         maker = self.states[event.maker_order_id]
         touched.add((_SIDE[maker.order.side], event.price))
@@ -756,7 +771,9 @@ class _Batch:
         if not event.maker_remaining:
             maker.on_book = False
 
-    def _on_rested(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_rested(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         state = self.states[event.order_id]
         order = state.order
         order.priority = self.worker.next_priority()
@@ -774,14 +791,18 @@ class _Batch:
         state.changed = True
         touched.add((event.side, event.price))
 
-    def _on_replenished(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_replenished(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         state = self.states[event.order_id]
         state.order.priority = self.worker.next_priority()
         state.order.visible_quantity = symbol.from_lots(event.visible)
         state.changed = True
         touched.add((event.side, event.price))
 
-    def _on_amended(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_amended(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         state = self.states[event.order_id]
         order = state.order
         if state.on_book and order.price is not None:
@@ -806,7 +827,9 @@ class _Batch:
             record=True,
         )
 
-    def _on_cancelled(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_cancelled(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         state = self.states[event.order_id]
         order = state.order
         if state.on_book and order.price is not None:
@@ -819,14 +842,18 @@ class _Batch:
             acting_user_id=acting_user_id,
         )
 
-    def _on_rejected(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_rejected(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         state = self.states[event.order_id]
         if state.order.status == OrderStatus.PENDING:
             state.move(OrderStatus.REJECTED, reason=event.reason.value)
         else:
             logger.warning("engine rejected %s: %s", event.order_id, event.reason)
 
-    def _on_band_breached(self, symbol, event, touched, acting_user_id) -> None:  # type: ignore[no-untyped-def]
+    def _on_band_breached(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
         self.band_breaches[symbol.pk] = event.price
 
     _handlers = {
