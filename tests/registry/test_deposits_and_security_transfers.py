@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, transaction
 
-from registry.models import Account, Balance, Transfer
+from registry.models import Account, Transfer
 from registry.services import RegistryError
 from registry.transfers import cash_deposit, security_issue, security_transfer
 from tests import factories
