@@ -305,6 +305,14 @@ def price_check(
     (``price_off_tick``, 400) and inside the static band around ``reference``
     (default: the last trade) - ``price_outside_band`` (422) naming the range."""
     price_grid_check(symbol, price)
+    price_band_check(symbol, price, reference=reference)
+
+
+def price_band_check(
+    symbol: Symbol, price: Decimal, *, reference: Decimal | None = None
+) -> None:
+    """The static band half of ``price_check`` (for callers that checked the grid
+    already): ``price_outside_band`` (422)."""
     percent = band_percent(symbol)
     if percent is None:
         return

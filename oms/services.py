@@ -23,7 +23,7 @@ from exchange.streams import publish_on_commit
 from exchange.trading import (
     TradingError,
     limits_check,
-    price_check,
+    price_band_check,
     price_grid_check,
     trading_check,
 )
@@ -568,7 +568,8 @@ def order_vet(spec: OrderSpec, symbol: Symbol) -> Decimal:
     price = spec.price if spec.type in LIMIT_TYPES else _protection_price(spec, symbol)
     assert price is not None
     if spec.type in LIMIT_TYPES:
-        _trading(price_check, symbol, price)  # the static price band
+        # The grid was checked with the spec; here the static price band.
+        _trading(price_band_check, symbol, price)
     _trading(limits_check, symbol, spec.quantity, price * spec.quantity)
     if price * spec.quantity >= MAX_ORDER_VALUE:
         raise OrderError(
