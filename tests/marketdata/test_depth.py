@@ -4,8 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from exchange import matching
-from exchange.matching import MatchingWorker
+from exchange.matching import MatchingWorker, booking
 from exchange.models import Market, StreamSequence, Trade
 from marketdata.depth import (
     ExecutionsTopic,
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def published(monkeypatch):
     """Messages the matching worker publishes, as (topic, message)."""
     messages = []
-    monkeypatch.setattr(matching, "publish_on_commit", messages.extend)
+    monkeypatch.setattr(booking, "publish_on_commit", messages.extend)
     return messages
 
 

@@ -1,0 +1,395 @@
+"""One batch: applying requests to the books and turning engine events into order state changes and fills."""
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from exchange import engine
+from exchange.matching.booking import BatchBooking
+from exchange.matching.commands import (
+    _EXPIRED_REASONS,
+    _SIDE,
+    _ticks,
+    new_order_command,
+)
+from exchange.matching.state import _Fill, _OrderState
+from exchange.models import Market, Symbol
+from exchange.trading import MarketTradingStates
+from oms.models import (
+    LIVE_STATUSES,
+    RESTING_STATUSES,
+    Order,
+    OrderRequest,
+    OrderStatus,
+)
+
+if TYPE_CHECKING:
+    from exchange.matching.worker import MatchingWorker
+
+logger = logging.getLogger(__name__)
+
+
+#: The price levels a batch touched on one book: (side, price in ticks).
+_Levels = set[tuple[engine.Side, int]]
+
+
+class _Batch(BatchBooking):
+    """The outcome of one batch of requests, persisted in the caller's transaction."""
+
+    def __init__(
+        self,
+        worker: "MatchingWorker",
+        market: Market,
+        requests: list[OrderRequest],
+        states: MarketTradingStates,
+        now: datetime,
+    ) -> None:
+        self.worker = worker
+        self.market = market
+        self.requests = requests
+        #: The trading state in effect for each symbol.
+        self.trading = states
+        self.now = now
+        self.states: dict[int, _OrderState] = {}
+        self.fills: list[_Fill] = []
+        self.touched_levels: defaultdict[int, set[tuple[engine.Side, int]]] = (
+            defaultdict(set)
+        )
+        #: Symbols whose dynamic price band stopped a trade: the price it would have
+        #: traded at.
+        self.band_breaches: dict[int, int] = {}
+        #: Symbols whose book entered (True) or left (False) auction mode.
+        self.auction_changes: dict[int, bool] = {}
+        self.orders_with_later_amends: set[int] = set()
+        #: Ids of the trades this batch created, and the unsettled cash its trades
+        #: credited so far per (account, currency): for releases of holds drawn
+        #: from unsettled cash (``_release``).
+        self.trade_ids: set[int] = set()
+        self.unsettled_credited: defaultdict[tuple[int, int], Decimal] = defaultdict(
+            Decimal
+        )
+
+    def _load_orders(self, order_ids: set[int]) -> None:
+        missing = order_ids - self.states.keys()
+        if not missing:
+            return
+        orders = (
+            Order.objects.select_for_update(of=("self",))
+            .select_related(
+                "symbol__market", "symbol__asset", "symbol__currency", "held_asset"
+            )
+            .filter(pk__in=missing)
+            .order_by("pk")
+        )
+        for order in orders:
+            resting = order.status in RESTING_STATUSES
+            self.states[order.pk] = _OrderState(
+                order, on_book=resting, was_on_book=resting
+            )
+
+    def persist(self, transitions: dict[int, bool]) -> None:
+        self._load_orders({request.order_id for request in self.requests})
+        self._count_waiting_amends()
+        for symbol_id, auction in sorted(transitions.items()):
+            self._auction_transition(symbol_id, auction)
+        for request in self.requests:
+            state = self.states[request.order_id]
+            if request.kind == OrderRequest.Kind.PLACE:
+                self._place(request, state)
+            elif request.kind == OrderRequest.Kind.AMEND:
+                self._amend(request, state)
+            else:
+                self._cancel(request, state)
+        self._write()
+
+    def _auction_transition(self, symbol_id: int, auction: bool) -> None:
+        """Put a book into auction mode, or uncross it and leave auction mode."""
+        symbol = self.worker.symbols[symbol_id]
+        book = self.worker.books[symbol_id]
+        if auction:
+            book.apply(engine.SetAuction(True))
+        else:
+            self._apply_events(symbol, book.apply(engine.Uncross(book.last_price)))
+            book.apply(engine.SetAuction(False))
+        self.auction_changes[symbol_id] = auction
+        # The symbol's summary shows the change even if no level moved.
+        self.touched_levels.setdefault(symbol_id, set())
+
+    def _count_waiting_amends(self) -> None:
+        if not self.requests:
+            return
+        for request in self.requests:
+            if request.kind == OrderRequest.Kind.AMEND:
+                self.states[request.order_id].amends_waiting += 1
+        later = (
+            OrderRequest.objects.filter(
+                market=self.market,
+                kind=OrderRequest.Kind.AMEND,
+                processed_at__isnull=True,
+                pk__gt=self.requests[-1].pk,
+            )
+            .values_list("order_id", flat=True)
+            .distinct()
+        )
+        self.orders_with_later_amends = set(later)
+
+    # -- applying requests to the books -------------------------------------------
+
+    def _place(self, request: OrderRequest, state: _OrderState) -> None:
+        order = state.order
+        if order.status != OrderStatus.PENDING:
+            return  # cancelled before it reached the book
+        symbol = self.worker.symbols.get(order.symbol_id) or order.symbol
+        if symbol.status != Symbol.Status.ACTIVE:
+            state.move(OrderStatus.REJECTED, reason="symbol_not_active")
+            return
+        trading = self.trading.of(order.symbol_id)
+        if not (trading.allows_place and (trading.allows_match or trading.is_auction)):
+            # The symbol's own state (a suspension, a circuit-breaker halt).
+            state.move(OrderStatus.REJECTED, reason=f"symbol_{trading.code}")
+            return
+        book = self.worker.book_for(order.symbol_id)
+        events = book.apply(new_order_command(order, symbol, book))
+        self._apply_events(symbol, events)
+
+    def _cancel(self, request: OrderRequest, state: _OrderState) -> None:
+        order = state.order
+        expire = request.kind == OrderRequest.Kind.EXPIRE
+        if order.status == OrderStatus.PENDING:
+            # Its place request has not been matched (the market is not open).
+            state.move(
+                OrderStatus.EXPIRED if expire else OrderStatus.CANCELLED,
+                reason="expired" if expire else "requested",
+                acting_user_id=request.requested_by_id,
+            )
+        elif order.status in LIVE_STATUSES:
+            symbol = self.worker.symbols[order.symbol_id]
+            command = (
+                engine.ExpireOrder(order.pk) if expire else engine.CancelOrder(order.pk)
+            )
+            events = self.worker.book_for(order.symbol_id).apply(command)
+            self._apply_events(symbol, events, acting_user_id=request.requested_by_id)
+
+    def _amend(self, request: OrderRequest, state: _OrderState) -> None:
+        order = state.order
+        state.amends_waiting -= 1
+        if order.status not in LIVE_STATUSES:
+            # Filled, cancelled or not yet on the book when the market was closed
+            # (a pending order's amend waits in the inbox only while it does).
+            state.move(
+                order.status, reason="amend_rejected:order_not_live", record=True
+            )
+            state.recheck_hold = True
+            return
+        symbol = self.worker.symbols[order.symbol_id]
+        remaining = (
+            None
+            if request.quantity is None
+            else symbol.to_lots(request.quantity - order.filled_quantity)
+        )
+        events = self.worker.book_for(order.symbol_id).apply(
+            engine.AmendOrder(
+                order.pk,
+                quantity=remaining,
+                price=_ticks(symbol, request.price),
+                stop_price=_ticks(symbol, request.stop_price),
+            )
+        )
+        if isinstance(events[0], engine.Rejected):
+            state.move(
+                order.status,
+                reason=f"amend_rejected:{events[0].reason.value}",
+                acting_user_id=request.requested_by_id,
+                record=True,
+            )
+            state.recheck_hold = True
+            return
+        self._apply_events(symbol, events, acting_user_id=request.requested_by_id)
+
+    def _apply_events(
+        self,
+        symbol: Symbol,
+        events: list[engine.Event],
+        acting_user_id: int | None = None,
+    ) -> None:
+        """Turn one command's engine events into order state changes and fills.
+
+        ``acting_user_id`` (who asked for a cancel or amend) is recorded on the
+        event. Every order that goes on the book (rests, refreshes an iceberg,
+        parks as a stop) takes the next time priority."""
+        ids: set[int] = set()
+        for event in events:
+            if isinstance(event, engine.Fill):
+                ids.update((event.maker_order_id, event.taker_order_id))
+            else:
+                ids.add(event.order_id)  # type: ignore[union-attr]
+        self._load_orders(ids)
+        touched = self.touched_levels[symbol.pk]
+        for event in events:
+            handler = self._handlers.get(type(event))
+            if handler is not None:
+                handler(self, symbol, event, touched, acting_user_id)
+
+    def _on_accepted(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        self.states[event.order_id].move(OrderStatus.ACCEPTED)
+
+    def _on_waiting(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        state = self.states[event.order_id]
+        state.order.stop_price = symbol.from_ticks(event.stop_price)
+        state.order.priority = self.worker.next_priority()
+        state.move(OrderStatus.WAITING)
+
+    def _on_stop_moved(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        state = self.states[event.order_id]
+        state.order.stop_price = symbol.from_ticks(event.stop_price)
+        state.changed = True
+
+    def _on_triggered(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        state = self.states[event.order_id]
+        state.move(
+            OrderStatus.ACCEPTED,
+            reason=f"triggered at {symbol.from_ticks(event.reference_price)}",
+        )
+
+    def _on_fill(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        self._fill(symbol, event)
+        maker = self.states[event.maker_order_id]
+        touched.add((_SIDE[maker.order.side], event.price))
+        if maker.order.display_quantity is not None and maker.order.visible_quantity:
+            maker.order.visible_quantity -= symbol.from_lots(event.quantity)
+        if not event.maker_remaining:
+            maker.on_book = False
+
+    def _on_rested(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        state = self.states[event.order_id]
+        order = state.order
+        order.priority = self.worker.next_priority()
+        price = symbol.from_ticks(event.price)
+        if order.price != price:
+            # A market-to-limit rest, a repriced post-only order.
+            order.price = price
+            state.recheck_hold = True
+        if order.display_quantity is not None:
+            order.visible_quantity = symbol.from_lots(event.visible)
+        state.entered_book = True
+        state.on_book = True
+        if order.status == OrderStatus.ACCEPTED:
+            state.move(OrderStatus.WORKING)
+        state.changed = True
+        touched.add((event.side, event.price))
+
+    def _on_replenished(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        state = self.states[event.order_id]
+        state.order.priority = self.worker.next_priority()
+        state.order.visible_quantity = symbol.from_lots(event.visible)
+        state.changed = True
+        touched.add((event.side, event.price))
+
+    def _on_amended(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        state = self.states[event.order_id]
+        order = state.order
+        if state.on_book and order.price is not None:
+            touched.add((_SIDE[order.side], symbol.to_ticks(order.price)))
+        order.quantity = order.filled_quantity + symbol.from_lots(event.remaining)
+        if event.price is not None:
+            order.price = symbol.from_ticks(event.price)
+        if event.stop_price is not None:
+            order.stop_price = symbol.from_ticks(event.stop_price)
+        if order.display_quantity is not None:
+            order.visible_quantity = symbol.from_lots(event.visible)
+        if state.on_book and order.price is not None:
+            touched.add((_SIDE[order.side], symbol.to_ticks(order.price)))
+        if not event.priority_kept:
+            # Re-entered: it is off the book until it rests again.
+            state.on_book = False
+        state.recheck_hold = True
+        state.move(
+            order.status,
+            reason="amended" if event.priority_kept else "amended:priority_lost",
+            acting_user_id=acting_user_id,
+            record=True,
+        )
+
+    def _on_cancelled(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        state = self.states[event.order_id]
+        order = state.order
+        if state.on_book and order.price is not None:
+            touched.add((_SIDE[order.side], symbol.to_ticks(order.price)))
+        state.on_book = False
+        expired = event.reason in _EXPIRED_REASONS
+        state.move(
+            OrderStatus.EXPIRED if expired else OrderStatus.CANCELLED,
+            reason=event.reason.value,
+            acting_user_id=acting_user_id,
+        )
+
+    def _on_rejected(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        state = self.states[event.order_id]
+        if state.order.status == OrderStatus.PENDING:
+            state.move(OrderStatus.REJECTED, reason=event.reason.value)
+        else:
+            logger.warning("engine rejected %s: %s", event.order_id, event.reason)
+
+    def _on_band_breached(
+        self, symbol: Symbol, event: Any, touched: _Levels, acting_user_id: int | None
+    ) -> None:
+        self.band_breaches[symbol.pk] = event.price
+
+    _handlers = {
+        engine.Accepted: _on_accepted,
+        engine.Waiting: _on_waiting,
+        engine.StopMoved: _on_stop_moved,
+        engine.Triggered: _on_triggered,
+        engine.Fill: _on_fill,
+        engine.Rested: _on_rested,
+        engine.Replenished: _on_replenished,
+        engine.Amended: _on_amended,
+        engine.Cancelled: _on_cancelled,
+        engine.Rejected: _on_rejected,
+        engine.BandBreached: _on_band_breached,
+    }
+
+    def _fill(self, symbol: Symbol, event: engine.Fill) -> None:
+        taker = self.states[event.taker_order_id]
+        maker = self.states[event.maker_order_id]
+        buy, sell = (
+            (taker, maker) if taker.order.side == Order.Side.BUY else (maker, taker)
+        )
+        quantity = symbol.from_lots(event.quantity)
+        price = symbol.from_ticks(event.price)
+        for state in (taker, maker):
+            order = state.order
+            order.filled_quantity += quantity
+            order.filled_value += price * quantity
+            filled = order.filled_quantity == order.quantity
+            state.move(
+                OrderStatus.FILLED if filled else OrderStatus.PARTIALLY_FILLED,
+                fill_quantity=quantity,
+                fill_price=price,
+            )
+        aggressor = "" if event.aggressor is None else taker.order.side
+        self.fills.append(
+            _Fill(symbol, event, buy, sell, aggressor, buy.order.remaining_quantity)
+        )
