@@ -5,6 +5,7 @@ asset's own scale at the one point where an amount is created (``Asset.quantize`
 """
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Final, TypedDict
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
@@ -12,7 +13,20 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-AMOUNT = {"max_digits": 30, "decimal_places": 10}
+
+class DecimalOptions(TypedDict):
+    """A ``DecimalField``'s precision, unpacked into it (``DecimalField(**AMOUNT)``).
+
+    A TypedDict rather than a plain dict so that mypy checks the unpacked keywords
+    against ``DecimalField``'s signature, while django-stubs still sees the call's
+    own ``null=True`` and types such a field as optional.
+    """
+
+    max_digits: int
+    decimal_places: int
+
+
+AMOUNT: Final[DecimalOptions] = {"max_digits": 30, "decimal_places": 10}
 
 
 class Asset(models.Model):
