@@ -4,6 +4,7 @@ calendar, trades and stream sequence numbers."""
 import zoneinfo
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Final
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -11,9 +12,9 @@ from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from registry.models import AMOUNT, Account, Asset, FeeGroup
+from registry.models import AMOUNT, Account, Asset, DecimalOptions, FeeGroup
 
-PRICE = {"max_digits": 20, "decimal_places": 8}
+PRICE: Final[DecimalOptions] = {"max_digits": 20, "decimal_places": 8}
 
 #: Market and symbol codes: upper-case letters and digits (``XSX``, ``XS01``).
 code_validator = RegexValidator(
@@ -31,7 +32,7 @@ state_code_validator = RegexValidator(
     "Use 1 to 16 lower-case letters, digits and _, starting with a letter.",
 )
 
-PERCENT = {"max_digits": 6, "decimal_places": 2}
+PERCENT: Final[DecimalOptions] = {"max_digits": 6, "decimal_places": 2}
 
 
 def validate_timezone(value: str) -> None:
@@ -167,7 +168,7 @@ class Market(models.Model):
         return max(self.maker_fee_bps, self.taker_fee_bps) / Decimal(10000)
 
 
-BPS = {"max_digits": 8, "decimal_places": 4}
+BPS: Final[DecimalOptions] = {"max_digits": 8, "decimal_places": 4}
 
 
 class FeeSchedule(models.Model):
