@@ -5,17 +5,22 @@ with a 4xx status; validation errors report the first field at fault and list
 every problem under ``errors``.
 """
 
-from typing import Any
+from typing import Any, TypeVar
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework import exceptions, pagination
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from oms.services import OrderError
 from registry.ledger import LedgerError
 from registry.services import RegistryError
+
+_M = TypeVar("_M", bound=Model)
 
 
 class ApiError(exceptions.APIException):
@@ -99,6 +104,19 @@ class CursorPagination(pagination.CursorPagination):
     ordering = "-id"
     page_size_query_param = "limit"
     max_page_size = 1000
+
+    def page_of(
+        self, queryset: QuerySet[_M], request: Request, view: APIView
+    ) -> list[_M]:
+        """The page of ``queryset`` for a view that pages by hand.
+
+        ``paginate_queryset`` answers None only when there is no page size, which
+        the settings' ``PAGE_SIZE`` rules out: raises ``ImproperlyConfigured``.
+        """
+        page = self.paginate_queryset(queryset, request, view)
+        if page is None:
+            raise ImproperlyConfigured("REST_FRAMEWORK['PAGE_SIZE'] is not set")
+        return page
 
 
 class PageNumberPagination(pagination.PageNumberPagination):

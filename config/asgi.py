@@ -22,7 +22,11 @@ from django.urls import path  # noqa: E402
 from config.ws_auth import TokenAuthMiddleware  # noqa: E402
 from marketdata.consumers import StreamConsumer  # noqa: E402
 
-websocket_urls = URLRouter([path("ws/v1/", StreamConsumer.as_asgi())])
+# django-stubs types path() for views only, while channels routes ASGI consumers
+# through it (types-channels' _ExtendedURLPattern cannot be built otherwise).
+websocket_urls = URLRouter(
+    [path("ws/v1/", StreamConsumer.as_asgi())]  # type: ignore[list-item, arg-type]
+)
 
 application = ProtocolTypeRouter(
     {

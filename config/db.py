@@ -1,6 +1,7 @@
 """Database helpers the ORM lacks."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connection, models
 
@@ -20,14 +21,14 @@ def bulk_update_rows(
     meta = model._meta
     pk = meta.pk
     assert pk is not None
-    columns = [pk, *(meta.get_field(name) for name in fields)]
+    columns = [pk, *(_column_field(model, name) for name in fields)]
     quote = connection.ops.quote_name
     if connection.vendor == "postgresql":
         cells = [f"CAST(%s AS {field.db_type(connection)})" for field in columns]
     else:
         cells = ["%s"] * len(columns)
     row = "(" + ", ".join(cells) + ")"
-    params: list[object] = []
+    params: list[Any] = []
     for obj in objects:
         for field in columns:
             params.append(
@@ -35,13 +36,28 @@ def bulk_update_rows(
             )
     table = quote(meta.db_table)
     assignments = ", ".join(
-        f"{quote(field.column)} = v.column{index}"  # type: ignore[union-attr]
+        f"{quote(_column(field))} = v.column{index}"
         for index, field in enumerate(columns[1:], start=2)
     )
     sql = (
         f"UPDATE {table} SET {assignments} "  # noqa: S608 (identifiers, not input)
         f"FROM (VALUES {', '.join([row] * len(objects))}) AS v "
-        f"WHERE {table}.{quote(pk.column)} = v.column1"
+        f"WHERE {table}.{quote(_column(pk))} = v.column1"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def _column_field(model: type[models.Model], name: str) -> "models.Field[Any, Any]":
+    """``model``'s field ``name``, which must be a column of its table (not a
+    reverse relation, a generic foreign key or a many-to-many)."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or not field.concrete or field.many_to_many:
+        raise ValueError(f"{model.__name__}.{name} is not a column")
+    return field
+
+
+def _column(field: "models.Field[Any, Any]") -> str:
+    if field.column is None:  # only fields without a column of their own
+        raise ValueError(f"{field} has no column")
+    return field.column

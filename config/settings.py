@@ -8,6 +8,7 @@ separate processes listed in the ``Procfile``.
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -110,6 +111,7 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {

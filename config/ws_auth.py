@@ -7,7 +7,8 @@ refuses the handshake.
 """
 
 import hashlib
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
@@ -17,8 +18,26 @@ from oauth2_provider.models import get_access_token_model
 
 from config.auth import token_user
 
+if TYPE_CHECKING:
+    from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+    from channels.consumer import _ChannelScope
+    from channels.utils import _ChannelApplication
 
-def _bearer(scope: dict[str, Any]) -> str | None:
+_ASGI3 = Callable[
+    [Mapping[str, Any], "ASGIReceiveCallable", "ASGISendCallable"], Awaitable[None]
+]
+
+
+def _asgi3(app: "_ChannelApplication") -> _ASGI3:
+    """``app`` as the three-argument ASGI 3 callable it is.
+
+    channels' stubs also admit ASGI 2 (one-argument) applications, which channels 4
+    no longer runs; every application here is ASGI 3, so the call is typed as one.
+    """
+    return cast(_ASGI3, app)
+
+
+def _bearer(scope: "_ChannelScope") -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
@@ -44,16 +63,21 @@ def _user_for_token(raw: str) -> Any:
 
 
 class TokenAuthMiddleware(BaseMiddleware):
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    async def __call__(
+        self,
+        scope: "_ChannelScope",
+        receive: "ASGIReceiveCallable",
+        send: "ASGISendCallable",
+    ) -> Any:
         raw = _bearer(scope)
         if raw is not None:
             user = await _user_for_token(raw)
             if user is None:
-                await send({"type": "websocket.close", "code": 4401})
+                await send({"type": "websocket.close", "code": 4401, "reason": None})
                 return None
-            scope = dict(scope, user=user, auth="bearer")
-            return await self.inner(scope, receive, send)
-        return await AuthMiddlewareStack(self.inner)(scope, receive, send)
+            bearer_scope = {**scope, "user": user, "auth": "bearer"}
+            return await _asgi3(self.inner)(bearer_scope, receive, send)
+        return await _asgi3(AuthMiddlewareStack(self.inner))(scope, receive, send)
 
 
 __all__ = ["TokenAuthMiddleware"]
