@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -169,6 +169,17 @@ def search_term_id(search_term: str) -> int | None:
     return None
 
 
+def object_missing_redirect(
+    model_admin: "admin.ModelAdmin[Any]", request: HttpRequest, object_id: str
+) -> HttpResponseRedirect:
+    """The admin's own answer to an object that does not exist: a warning message
+    and a redirect to the admin index, as Django's change view gives."""
+    # A private ModelAdmin helper, not declared in django-stubs; Django's own
+    # change and history views call it.
+    redirect = model_admin._get_obj_does_not_exist_redirect  # type: ignore[attr-defined]
+    return redirect(request, model_admin.opts, object_id)
+
+
 def form_error_from(form: BaseForm, error: RegistryError) -> None:
     """Show a service error on the form: on its field if the form has one."""
     form.add_error(error.field if error.field in form.fields else None, error.message)
@@ -255,7 +266,13 @@ class AccountAccessInline(admin.TabularInline):
 
 class BalanceInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Balance
-    fields = ["asset", "available", "held", "unsettled", "updated_at"]
+    fields: ClassVar[tuple[str, ...]] = (
+        "asset",
+        "available",
+        "held",
+        "unsettled",
+        "updated_at",
+    )
     readonly_fields = fields
     can_delete = False
     extra = 0
@@ -466,10 +483,12 @@ class AccountAdmin(admin.ModelAdmin):
             return [AccountAccessInline]
         return [AccountAccessInline, BalanceInline]
 
-    def get_fields(self, request: HttpRequest, obj: Account | None = None) -> list[str]:
+    def get_fields(
+        self, request: HttpRequest, obj: Account | None = None
+    ) -> tuple[str, ...]:
         if obj is None:
-            return ["number", "name", "currency"]
-        return [
+            return ("number", "name", "currency")
+        return (
             "number",
             "name",
             "kind",
@@ -479,7 +498,7 @@ class AccountAdmin(admin.ModelAdmin):
             "trade_unsettled_proceeds",
             "daily_withdrawal_limit",
             "created_at",
-        ]
+        )
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Account | None = None
@@ -571,7 +590,7 @@ class AccountAdmin(admin.ModelAdmin):
         its postings (``registry.selectors.positions_as_at``). Read-only."""
         account = self._viewable(request, object_id)
         if account is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return object_missing_redirect(self, request, object_id)
         form = AsAtForm(request.GET if "as_at" in request.GET else None)
         positions: list[Balance] | None = None
         if form.is_valid():
@@ -601,7 +620,7 @@ class AccountAdmin(admin.ModelAdmin):
         CSV download (``registry.statements``). Read-only."""
         account = self._viewable(request, object_id)
         if account is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return object_missing_redirect(self, request, object_id)
         form = StatementForm(request.GET if "start" in request.GET else None)
         if form.is_valid():
             statement = account_statement(
@@ -654,7 +673,7 @@ class AccountAdmin(admin.ModelAdmin):
         """
         account = self.get_object(request, unquote(object_id))
         if account is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return object_missing_redirect(self, request, object_id)
         if not self.has_change_permission(request, account):
             raise PermissionDenied
         view = MONEY_VIEWS[kind]
@@ -757,7 +776,7 @@ class BalanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class PostingInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Posting
-    fields = ["account", "asset", "bucket", "amount"]
+    fields: ClassVar[tuple[str, ...]] = ("account", "asset", "bucket", "amount")
     readonly_fields = fields
     can_delete = False
     extra = 0

@@ -9,7 +9,7 @@ maker-checker rule is shown as the form's error) or from the changelist actions
 account page (deposit, issue, request withdrawal, transfer holdings).
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -26,6 +26,7 @@ from registry.admin import (
     FORM_TEMPLATE,
     ReadOnlyAdminMixin,
     form_error_from,
+    object_missing_redirect,
     search_term_id,
 )
 from registry.models import Transfer
@@ -83,7 +84,7 @@ class TransferAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "memo",
     ]
     search_help_text = "A transfer id, an account number, an idempotency key or memo."
-    fields = [
+    fields: ClassVar[tuple[str, ...]] = (
         "kind",
         "status",
         "account",
@@ -98,7 +99,7 @@ class TransferAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "decided_at",
         "decision_reason",
         "entries",
-    ]
+    )
     readonly_fields = fields
     actions = ["approve_withdrawals", "reject_withdrawals"]
     change_form_template = "admin/xchange/transfer_change_form.html"
@@ -179,7 +180,7 @@ class TransferAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """
         transfer = self.get_object(request, unquote(object_id))
         if transfer is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return object_missing_redirect(self, request, object_id)
         if not self.has_decide_permission(request):
             raise PermissionDenied
         form_class, service, title, done = DECISIONS[decision]

@@ -1,6 +1,7 @@
 """REST: the caller's accounts, their balances, holdings, transactions and
 statements, now or as at any past instant."""
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -102,10 +103,11 @@ class _JsonOnlyNegotiation(DefaultContentNegotiation):
     def select_renderer(
         self,
         request: Request,
-        renderers: list[BaseRenderer],
+        renderers: Iterable[BaseRenderer],
         format_suffix: str | None = None,
     ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class AccountSerializer(serializers.ModelSerializer[Account]):
@@ -233,7 +235,7 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet[Account]):
             request, account_postings(account=account, as_at=as_at_param(request))
         ).select_related("entry", "asset")
         paginator = CursorPagination()
-        page = paginator.paginate_queryset(postings, request, view=self)
+        page = paginator.page_of(postings, request, view=self)
         figures = running_figures(account=account, posting_ids=[p.pk for p in page])
         texts = descriptions(account, {p.entry_id: p.entry for p in page}.values())
         return paginator.get_paginated_response(
@@ -323,10 +325,10 @@ def statement_params(request: Request) -> tuple[datetime, datetime, str]:
             "invalid_format", "format must be json, csv or html.", field="format"
         )
     bounds = []
-    for name, end in (("from", False), ("to", True)):
+    for name, is_end in (("from", False), ("to", True)):
         if not params.get(name):
             raise ApiError("required", f"{name} is required.", field=name)
-        bounds.append(period_bound(params[name], field=name, end=end))
+        bounds.append(period_bound(params[name], field=name, end=is_end))
     start, end = bounds
     now = timezone.now()
     if start > end or start > now:

@@ -16,7 +16,8 @@ from registry.models import Account, Balance, Bucket, JournalEntry, Posting
 
 BalanceKey = tuple[int, int]  # (account_id, asset_id)
 
-_BUCKET_FIELDS = {
+# Keyed by the bucket's value: ``Posting.bucket`` reads back as a plain ``str``.
+_BUCKET_FIELDS: dict[str, str] = {
     Bucket.AVAILABLE: "available",
     Bucket.HELD: "held",
     Bucket.UNSETTLED: "unsettled",

@@ -4,6 +4,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 from django.db import transaction
 
 from registry.models import Account, AccountAccess, Asset, AuditRecord
@@ -45,6 +46,20 @@ class RegistryError(Exception):
 
 def _user_id(user: User) -> int | None:
     return user.pk if user is not None and user.is_authenticated else None
+
+
+def signed_in_user_id(user: User) -> int:
+    """``user``'s id; raises ``RegistryError`` ``not_authenticated`` (401) unless
+    ``user`` is signed in.
+
+    For filters on a user's rows, where a missing id must not mean "no filter":
+    ``user_id=None`` becomes ``IS NULL``, and through a join it matches the rows
+    of accounts that nobody has access to.
+    """
+    user_id = _user_id(user)
+    if user_id is None:
+        raise RegistryError("Sign in first.", code="not_authenticated", status=401)
+    return user_id
 
 
 def audit_record(
@@ -97,7 +112,7 @@ def account_open(
 
 
 def account_access_grant(
-    *, account: Account, user: AbstractBaseUser, role: str, acting_user: User
+    *, account: Account, user: AuthUser, role: str, acting_user: User
 ) -> AccountAccess:
     """Give ``user`` the ``role`` on ``account`` (replacing any earlier role)."""
     with transaction.atomic():

@@ -22,7 +22,13 @@ from registry.models import (
     JournalEntry,
     Transfer,
 )
-from registry.services import RegistryError, User, _user_id, audit_record
+from registry.services import (
+    RegistryError,
+    User,
+    _user_id,
+    audit_record,
+    signed_in_user_id,
+)
 
 MAX_KEY_LENGTH = 64
 
@@ -104,7 +110,12 @@ def shortfall_error(
 
 def require_staff(user: User) -> None:
     """Raise ``staff_only`` (403) unless ``user`` is a signed-in staff user."""
-    if user is None or not user.is_authenticated or not user.is_staff:
+    # A user model without ``is_staff`` has no staff.
+    if (
+        user is None
+        or not user.is_authenticated
+        or not getattr(user, "is_staff", False)
+    ):
         raise RegistryError("Only staff may do this.", code="staff_only", status=403)
 
 
@@ -113,7 +124,7 @@ def require_trading_access(user: User, account: Account) -> None:
     ``account_not_found`` (404) without access, ``account_forbidden`` (403) for a
     viewer."""
     role = (
-        AccountAccess.objects.filter(account=account, user_id=_user_id(user))
+        AccountAccess.objects.filter(account=account, user_id=signed_in_user_id(user))
         .values_list("role", flat=True)
         .first()
     )

@@ -53,7 +53,13 @@ from registry.models import (
     JournalEntry,
     Transfer,
 )
-from registry.services import RegistryError, User, _user_id, system_account
+from registry.services import (
+    RegistryError,
+    User,
+    _user_id,
+    signed_in_user_id,
+    system_account,
+)
 from registry.transfer_steps import (
     MAX_KEY_LENGTH,
     TransferResult,
@@ -450,7 +456,7 @@ def withdrawal_cancel(*, transfer_id: int, acting_user: User) -> Transfer:
         Transfer.objects.filter(
             pk=transfer_id,
             kind=Transfer.Kind.WITHDRAWAL,
-            account__access__user_id=_user_id(acting_user),
+            account__access__user_id=signed_in_user_id(acting_user),
         )
         .select_related("account")
         .first()

@@ -5,12 +5,19 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application
 from rest_framework.test import APIClient
 
 from registry.models import Account, AccountAccess, AuditRecord, Transfer
-from registry.transfers import cash_deposit, withdrawal_approve, withdrawal_request
+from registry.services import RegistryError
+from registry.transfers import (
+    cash_deposit,
+    withdrawal_approve,
+    withdrawal_cancel,
+    withdrawal_request,
+)
 from tests import factories
 from tests.conftest import (
     assert_trading_consistent,
@@ -777,3 +784,22 @@ def test_clients_list_their_accounts_transfers_and_staff_list_all(
     assert (not_bobs.status_code, not_bobs.json()["code"]) == (404, "account_not_found")
     assert (one.status_code, one.json()["amount"]) == (200, "1.00")
     assert hidden.status_code == 404
+
+
+def test_an_anonymous_cancel_is_refused_even_for_an_account_nobody_may_access(
+    alice_client, alice_account
+):
+    # given a pending withdrawal on an account whose access rows are gone
+    transfer_id = withdraw(alice_client, alice_account).json()["id"]
+    AccountAccess.objects.filter(account=alice_account).delete()
+    state = registry_state()
+
+    # when someone who is not signed in cancels it
+    with pytest.raises(RegistryError) as refused:
+        withdrawal_cancel(transfer_id=transfer_id, acting_user=AnonymousUser())
+
+    # then it is refused as unauthenticated (no ``user_id IS NULL`` match) and
+    # nothing changed
+    assert (refused.value.code, refused.value.status) == ("not_authenticated", 401)
+    assert Transfer.objects.get(pk=transfer_id).status == Transfer.Status.PENDING
+    assert registry_state() == state

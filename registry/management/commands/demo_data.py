@@ -13,11 +13,11 @@ import os
 from collections import Counter
 from datetime import date, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from oauth2_provider.models import Application
@@ -39,7 +39,23 @@ from registry.services import (
 )
 
 CURRENCY = ("AUD", "Australian dollar", 2)
-MARKET = {
+
+
+class _MarketSpec(TypedDict):
+    code: str
+    name: str
+    timezone_name: str
+    maker_fee_bps: Decimal
+    taker_fee_bps: Decimal
+
+
+class _TickTableSpec(TypedDict):
+    name: str
+    description: str
+    bands: list[tuple[Decimal, Decimal]]
+
+
+MARKET: _MarketSpec = {
     "code": "XSX",
     "name": "Xchange Securities Exchange",
     "timezone_name": "Australia/Sydney",
@@ -91,7 +107,7 @@ TIMETABLE = [
     (time(16, 0), Market.State.CLOSING_AUCTION),
     (time(16, 10), Market.State.CLOSED),
 ]
-TICK_TABLE = {
+TICK_TABLE: _TickTableSpec = {
     "name": "XSX equities",
     "description": "1c below $50, 5c from $50, 10c from $100.",
     "bands": [
@@ -173,7 +189,7 @@ class Command(BaseCommand):
         *,
         staff: bool = False,
         superuser: bool = False,
-    ) -> AbstractUser:
+    ) -> User:
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
         if user is None:
@@ -198,7 +214,7 @@ class Command(BaseCommand):
 
     # -- exchange --------------------------------------------------------------
 
-    def _currency(self, admin: AbstractUser) -> Asset:
+    def _currency(self, admin: User) -> Asset:
         code, name, scale = CURRENCY
         asset, created = Asset.objects.get_or_create(
             code=code,
@@ -215,7 +231,7 @@ class Command(BaseCommand):
             self.created["currencies"] += 1
         return asset
 
-    def _market(self, currency: Asset, admin: AbstractUser) -> Market:
+    def _market(self, currency: Asset, admin: User) -> Market:
         market = (
             Market.objects.select_related("currency")
             .filter(code=MARKET["code"])
@@ -228,13 +244,13 @@ class Command(BaseCommand):
             self.created["markets"] += 1
         return market
 
-    def _timetable(self, market: Market, admin: AbstractUser) -> None:
+    def _timetable(self, market: Market, admin: User) -> None:
         if MarketSession.objects.filter(market=market).exists():
             return
         market_timetable_set(market=market, entries=TIMETABLE, acting_user=admin)
         self.created["session timetables"] += 1
 
-    def _tick_table(self, admin: AbstractUser) -> TickTable:
+    def _tick_table(self, admin: User) -> TickTable:
         table = TickTable.objects.filter(name=TICK_TABLE["name"]).first()
         if table is None:
             table = tick_table_create(**TICK_TABLE, acting_user=admin)
@@ -246,7 +262,7 @@ class Command(BaseCommand):
         market: Market,
         code: str,
         name: str,
-        admin: AbstractUser,
+        admin: User,
         tick_table: TickTable | None = None,
     ) -> Symbol:
         symbol = (
@@ -268,7 +284,7 @@ class Command(BaseCommand):
             self.created["symbols"] += 1
         return symbol
 
-    def _holidays(self, market: Market, admin: AbstractUser) -> None:
+    def _holidays(self, market: Market, admin: User) -> None:
         for day, name in HOLIDAYS:
             holiday, created = Holiday.objects.get_or_create(
                 market=market, date=day, defaults={"name": name}
@@ -291,10 +307,10 @@ class Command(BaseCommand):
     def _account(
         self,
         number: str,
-        owner: AbstractUser,
+        owner: User,
         currency: Asset,
         symbols: list[Symbol],
-        admin: AbstractUser,
+        admin: User,
     ) -> Account:
         account = Account.objects.filter(number=number).first()
         if account is None:
@@ -350,7 +366,7 @@ class Command(BaseCommand):
 
     # -- OAuth2 ----------------------------------------------------------------
 
-    def _integration_app(self, owner: AbstractUser) -> None:
+    def _integration_app(self, owner: User) -> None:
         app = Application.objects.filter(client_id=INTEGRATION_APP["client_id"]).first()
         plain = INTEGRATION_APP["client_secret"]
         if app is None:
@@ -380,7 +396,7 @@ class Command(BaseCommand):
                 f"OAuth client {app.client_id!r} has another secret; it was not reset."
             )
 
-    def _web_app(self, owner: AbstractUser) -> None:
+    def _web_app(self, owner: User) -> None:
         if Application.objects.filter(client_id=WEB_APP["client_id"]).exists():
             return
         app = Application(
