@@ -116,8 +116,9 @@ class AuditedModelAdmin(admin.ModelAdmin):
     commit together.
     """
 
+    # ``obj: Any``: each subclass's own model (this class is not generic at runtime).
     def save_model(
-        self, request: HttpRequest, obj: Model, form: BaseForm, change: bool
+        self, request: HttpRequest, obj: Any, form: BaseForm, change: bool
     ) -> None:
         with transaction.atomic():
             super().save_model(request, obj, form, change)
