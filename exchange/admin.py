@@ -71,6 +71,7 @@ from registry.admin import (
     adopt_saved,
     form_changes,
     form_error_from,
+    object_missing_redirect,
     search_term_id,
 )
 from registry.models import AMOUNT, FeeGroup
@@ -237,10 +238,12 @@ class MarketAdmin(AuditedModelAdmin):
         "settle_due_trades",
     ]
 
-    def get_fields(self, request: HttpRequest, obj: Market | None = None) -> list[str]:
+    def get_fields(
+        self, request: HttpRequest, obj: Market | None = None
+    ) -> tuple[str, ...]:
         if obj is None:
-            return MARKET_ADD_FIELDS
-        return [
+            return tuple(MARKET_ADD_FIELDS)
+        return (
             *MARKET_ADD_FIELDS,
             "state",
             "state_reason",
@@ -249,7 +252,7 @@ class MarketAdmin(AuditedModelAdmin):
             "price_band_percent",
             "circuit_breaker_percent",
             "cooling_off_seconds",
-        ]
+        )
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Market | None = None
@@ -750,10 +753,9 @@ class FeeScheduleAdmin(admin.ModelAdmin):
 class SpecialSessionFormSet(BaseInlineFormSet):
     """A special day's timetable entries belong to the special day's market."""
 
-    def _construct_form(self, i: int, **kwargs: Any) -> Any:
-        form = super()._construct_form(i, **kwargs)
+    def add_fields(self, form: Any, index: int | None) -> None:
+        super().add_fields(form, index)
         form.instance.market_id = self.instance.market_id
-        return form
 
 
 class SpecialSessionInline(admin.TabularInline):
@@ -780,7 +782,11 @@ class SpecialDayAdmin(AuditedModelAdmin):
     inlines = [SpecialSessionInline]
 
     def save_formset(
-        self, request: HttpRequest, form: BaseForm, formset: Any, change: bool
+        self,
+        request: HttpRequest,
+        form: "forms.ModelForm[SpecialDay]",
+        formset: Any,
+        change: bool,
     ) -> None:
         for inline_form in formset.forms:
             inline_form.instance.market_id = form.instance.market_id
@@ -968,7 +974,7 @@ class TradeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         (``trade_correct``); its errors show on the form and change nothing."""
         trade = self.get_object(request, unquote(object_id))
         if trade is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return object_missing_redirect(self, request, object_id)
         if not self.has_bust_permission(request):
             raise PermissionDenied
         form = TradeCorrectForm(

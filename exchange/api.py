@@ -312,7 +312,7 @@ class SymbolViewSet(viewsets.ReadOnlyModelViewSet[Symbol]):
                     )
                 queryset = queryset.filter(**{lookup: int(params[name])})
         paginator = CursorPagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)
+        page = paginator.page_of(queryset, request, view=self)
         return paginator.get_paginated_response([trade_to_wire(t) for t in page])
 
 

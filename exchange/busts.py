@@ -79,7 +79,7 @@ def trade_bust(*, trade: Trade, acting_user: User, reason: str) -> BustResult:
         trade = _trade_for_update(trade.pk)
         keys, reversal = _reversal(trade)
         batch = LedgerBatch(keys)
-        entry = _post_bust(batch, trade, reversal, acting_user, reason)
+        _post_bust(batch, trade, reversal, acting_user, reason)
         (entry,) = batch.flush()
         _mark_busted(trade, entry, acting_user, reason)
         publish_on_commit(

@@ -217,7 +217,7 @@ class FeeSchedule(models.Model):
         ]
 
     def __str__(self) -> str:
-        group = self.fee_group.name if self.fee_group_id else "default"
+        group = self.fee_group.name if self.fee_group is not None else "default"
         return f"{self.market.code} {group}"
 
     def clean(self) -> None:
@@ -567,8 +567,10 @@ class Symbol(models.Model):
     @property
     def price_unit(self) -> Decimal:
         """The tick size at its own precision (``0.01``, not ``0.01000000``)."""
-        places = max(0, -self.tick_size.normalize().as_tuple().exponent)
-        return Decimal(1).scaleb(-places)
+        exponent = self.tick_size.normalize().as_tuple().exponent
+        if not isinstance(exponent, int):  # 'n', 'N' or 'F': NaN or infinity
+            raise ValueError(f"tick size {self.tick_size} is not finite")
+        return Decimal(1).scaleb(-max(0, -exponent))
 
     def from_ticks(self, ticks: int) -> Decimal:
         return (self.tick_size * ticks).quantize(self.price_unit)
@@ -688,7 +690,7 @@ class MarketSession(models.Model):
                     f"{self.state!r} is not a trading state of {self.market.code}."
                 )
         if (
-            self.special_day_id
+            self.special_day is not None
             and self.market_id
             and self.special_day.market_id != self.market_id
         ):

@@ -1,6 +1,6 @@
 """Exchange reads that must be consistent with a stream sequence."""
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,8 +50,11 @@ def book_snapshot(symbol: Symbol, depth: int | None = None) -> dict[str, Any]:
     topic = f"book.{symbol.identifier}"
     with snapshot_transaction():
         seq = stream_current([topic])[topic]
-        levels = list(
-            Order.objects.filter(symbol=symbol, status__in=RESTING_STATUSES)
+        levels: list[Mapping[str, Any]] = list(
+            # Only priced orders rest in the book (a market order never does).
+            Order.objects.filter(
+                symbol=symbol, status__in=RESTING_STATUSES, price__isnull=False
+            )
             .values("side", "price")
             .annotate(
                 # An iceberg shows only its visible part.
@@ -70,7 +73,7 @@ def book_snapshot(symbol: Symbol, depth: int | None = None) -> dict[str, Any]:
             key=lambda lv: lv["price"],
         )
 
-    def rows(side_levels: list[dict[str, Any]]) -> list[list[Any]]:
+    def rows(side_levels: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         return [
             [
                 str(symbol.format_price(lv["price"])),

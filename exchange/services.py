@@ -585,7 +585,7 @@ def _symbol_cooling_off_end(symbol: Symbol, now: datetime) -> bool:
 
 
 def market_timetable_set(
-    *, market: Market, entries: list[tuple[time, str]], acting_user: User
+    *, market: Market, entries: Sequence[tuple[time, str]], acting_user: User
 ) -> list[MarketSession]:
     """Replace the market's regular session timetable by ``entries`` ((local start
     time, state code), any order). Audited (``market_timetable_set``). Raises

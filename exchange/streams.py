@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 
 from exchange.models import StreamSequence
@@ -40,7 +41,7 @@ def stream_advance(counts: Mapping[str, int]) -> dict[str, int]:
         return {}
     table = connection.ops.quote_name(StreamSequence._meta.db_table)
     values = ", ".join(["(%s, %s)"] * len(topics))
-    params: list[object] = []
+    params: list[str | int] = []
     for topic in topics:
         params += [topic, counts[topic]]
     with connection.cursor() as cursor:
@@ -124,6 +125,8 @@ class _Sender:
     async def _drain(self) -> None:
         assert self._queue is not None
         layer = get_channel_layer()
+        if layer is None:  # the settings always configure one
+            raise ImproperlyConfigured("CHANNEL_LAYERS has no default layer")
         while True:
             messages = await self._queue.get()
             for topic, message in messages:
