@@ -224,7 +224,7 @@ class _Batch(BatchBooking):
             if isinstance(event, engine.Fill):
                 ids.update((event.maker_order_id, event.taker_order_id))
             else:
-                ids.add(event.order_id)  # type: ignore[union-attr]
+                ids.add(event.order_id)
         self._load_orders(ids)
         touched = self.touched_levels[symbol.pk]
         for event in events:

@@ -395,12 +395,13 @@ class BatchBooking:
                 continue
             symbol = self.worker.symbols[symbol_id]
             book = self.worker.books[symbol_id]
-            bids, asks = [], []
+            bids: list[list[str | int]] = []
+            asks: list[list[str | int]] = []
             for side, price in sorted(
                 levels, key=lambda level: (level[0].value, level[1])
             ):
                 quantity, count = book.level(side, price)
-                row = [
+                row: list[str | int] = [
                     str(symbol.from_ticks(price)),
                     str(symbol.from_lots(quantity)),
                     count,

@@ -13,7 +13,11 @@ from oms.models import (
 logger = logging.getLogger(__name__)
 
 
-_SIDE = {Order.Side.BUY: engine.Side.BUY, Order.Side.SELL: engine.Side.SELL}
+# Keyed by the stored value: ``Order.side`` reads back as a plain ``str``.
+_SIDE: dict[str, engine.Side] = {
+    Order.Side.BUY: engine.Side.BUY,
+    Order.Side.SELL: engine.Side.SELL,
+}
 _TYPE = {value: engine.OrderType(value) for value in Order.Type.values}
 _TIF = {value: engine.TimeInForce(value) for value in Order.TimeInForce.values}
 _TRIGGER = {value: engine.TriggerRef(value) for value in Order.Trigger.values}

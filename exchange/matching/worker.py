@@ -259,7 +259,7 @@ class MatchingWorker:
 def _request_kinds(state: TradingState) -> list[str]:
     """The requests a market state lets the worker take: expiries always; places
     while it matches or collects an auction; amends and cancels as it allows."""
-    kinds = [OrderRequest.Kind.EXPIRE]
+    kinds: list[str] = [OrderRequest.Kind.EXPIRE]
     if state.allows_cancel:
         kinds.append(OrderRequest.Kind.CANCEL)
     if state.allows_amend:
