@@ -5,6 +5,8 @@ is the "Cancel selected orders" action, which queues cancels through
 ``oms.staff.order_cancel_by_staff`` (audited, carried out by the matching worker).
 """
 
+from typing import ClassVar
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -17,7 +19,7 @@ from registry.admin import ReadOnlyAdminMixin, search_term_id
 
 class OrderEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = OrderEvent
-    fields = [
+    fields: ClassVar[tuple[str, ...]] = (
         "created_at",
         "from_status",
         "to_status",
@@ -26,7 +28,7 @@ class OrderEventInline(ReadOnlyAdminMixin, admin.TabularInline):
         "fill_price",
         "trade_id",
         "acting_user",
-    ]
+    )
     readonly_fields = fields
     can_delete = False
     extra = 0

@@ -196,9 +196,12 @@ class OrderViewSet(
     }
 
     def get_queryset(self) -> QuerySet[Order]:
-        return Order.objects.filter(
-            account__access__user_id=self.request.user.pk
-        ).select_related("symbol__market", "symbol__asset", "symbol__currency")
+        user = self.request.user
+        if not user.is_authenticated:  # e.g. the schema generator's request
+            return Order.objects.none()
+        return Order.objects.filter(account__access__user_id=user.pk).select_related(
+            "symbol__market", "symbol__asset", "symbol__currency"
+        )
 
     @extend_schema(
         request=OrderRequestSerializer,

@@ -208,7 +208,9 @@ def hold_lines(
     key = (balance.account_id, balance.asset_id)
     from_unsettled = Decimal(0)
     if side == Order.Side.BUY and account.trade_unsettled_proceeds:
-        from_unsettled = max(Decimal(0), held_amount - max(balance.available, 0))
+        from_unsettled = max(
+            Decimal(0), held_amount - max(balance.available, Decimal(0))
+        )
     lines = [
         Line(*key, Bucket.AVAILABLE, -(held_amount - from_unsettled)),
         Line(*key, Bucket.UNSETTLED, -from_unsettled),

@@ -43,6 +43,7 @@ from oms.validation import (
     market_check_trading,
     order_vet,
     symbol_resolve,
+    trading_user_id,
 )
 from registry.ledger import InsufficientBalanceError, LedgerBatch
 from registry.models import (
@@ -267,7 +268,7 @@ def order_cancel(*, user: User, order_id: int) -> Order:
         Order.objects.select_related(
             "symbol__market", "symbol__asset", "symbol__currency"
         )
-        .filter(pk=order_id, account__access__user_id=user.pk)
+        .filter(pk=order_id, account__access__user_id=trading_user_id(user))
         .first()
     )
     if order is None:
@@ -326,7 +327,9 @@ def _order_for_trading(user: User, order_id: int, *, lock: bool = False) -> Orde
     )
     if lock:
         orders = orders.select_for_update(of=("self",))
-    order = orders.filter(pk=order_id, account__access__user_id=user.pk).first()
+    order = orders.filter(
+        pk=order_id, account__access__user_id=trading_user_id(user)
+    ).first()
     if order is None:
         raise OrderError(
             "order_not_found", f"There is no order {order_id}.", status=404

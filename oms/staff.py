@@ -5,14 +5,13 @@ runaway algorithm, a market being wound down), so these services skip the tradin
 access check of ``oms.services`` and audit the staff user instead.
 """
 
-from django.contrib.auth.models import AbstractBaseUser
-
+from oms.errors import User
 from oms.models import Order
 from oms.services import order_cancel_queue
 
 
 def order_cancel_by_staff(
-    *, order: Order, acting_user: AbstractBaseUser, reason: str = ""
+    *, order: Order, acting_user: User, reason: str = ""
 ) -> Order:
     """Queue the cancel of an open order for its market's matching worker.
 

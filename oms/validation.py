@@ -37,6 +37,18 @@ from registry.models import (
 )
 
 
+def trading_user_id(user: User) -> int:
+    """``user``'s id, to filter orders by account access; raises ``OrderError``
+    ``not_authenticated`` (401) unless ``user`` is signed in.
+
+    With no id, ``account__access__user_id=None`` would become ``IS NULL`` and, through
+    the access join, match the orders of accounts that nobody has access to.
+    """
+    if not user.is_authenticated:
+        raise OrderError("not_authenticated", "Sign in to trade.", status=401)
+    return user.pk
+
+
 def account_for_trading(*, user: User, account_id: int) -> Account:
     """The account, if ``user`` may trade it; raises ``OrderError`` otherwise."""
     access = (

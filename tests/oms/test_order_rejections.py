@@ -12,12 +12,15 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from exchange.models import Holiday, Market, StreamSequence, Symbol
 from exchange.services import market_set_state
+from oms.errors import OrderError
 from oms.models import Order, OrderEvent, OrderRequest
+from oms.services import order_cancel
 from registry.models import AccountAccess, Balance, JournalEntry, Posting
 from registry.services import account_access_grant
 from tests import factories
@@ -741,3 +744,20 @@ def test_a_repeated_cancel_queues_one_cancel_request(alice_client, alices_order)
     assert (
         OrderRequest.objects.filter(order_id=alices_order, kind="cancel").count() == 1
     )
+
+
+def test_an_anonymous_cancel_is_refused_even_for_an_account_nobody_may_access(
+    alices_order,
+):
+    # given an open order on an account whose access rows are gone
+    AccountAccess.objects.filter(account__orders__pk=alices_order).delete()
+    before = snapshot()
+
+    # when the service is asked by someone who is not signed in
+    with pytest.raises(OrderError) as refused:
+        order_cancel(user=AnonymousUser(), order_id=alices_order)
+
+    # then it is refused as unauthenticated (no ``user_id IS NULL`` match) and
+    # nothing changed
+    assert (refused.value.code, refused.value.status) == ("not_authenticated", 401)
+    assert snapshot() == before
