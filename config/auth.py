@@ -8,10 +8,20 @@ without an owning user cannot call the API.
 
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser, User
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication as BaseOAuth2
 from oauth2_provider.models import AbstractApplication
 from rest_framework import exceptions
 from rest_framework.request import Request
+
+
+def signed_in_user(request: Request) -> User:
+    """The signed-in user of ``request``, for views behind ``IsAuthenticated``;
+    raises ``NotAuthenticated`` (401) for anyone else."""
+    user = request.user
+    if isinstance(user, AnonymousUser) or not user.is_authenticated:
+        raise exceptions.NotAuthenticated()
+    return user
 
 
 def token_user(token: Any) -> Any:
