@@ -5,7 +5,7 @@ position at fault). Saves and deletes go through the scan services with the staf
 user, so they are audited and a change of matches is published to subscribers.
 """
 
-from typing import Any
+from typing import Any, TypedDict
 
 from django import forms
 from django.contrib import admin
@@ -17,6 +17,13 @@ from marketdata.models import Scan
 from marketdata.scan_criteria import CriteriaError, criteria_parse, ordering_parse
 from marketdata.scans import MAX_LIMIT, scan_create, scan_delete, scan_update
 from registry.admin import adopt_saved
+
+
+class _ScanValues(TypedDict):
+    name: str
+    criteria: str
+    order_by: str
+    limit: int | None
 
 
 class ScanForm(forms.ModelForm):
@@ -143,12 +150,9 @@ class ScanAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: Scan, form: BaseForm, change: bool
     ) -> None:
-        values = {
-            "name": obj.name,
-            "criteria": obj.criteria,
-            "order_by": obj.order_by,
-            "limit": obj.limit,
-        }
+        values = _ScanValues(
+            name=obj.name, criteria=obj.criteria, order_by=obj.order_by, limit=obj.limit
+        )
         if change:
             saved = scan_update(scan=obj, **values, acting_user=request.user)
         else:

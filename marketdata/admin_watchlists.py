@@ -96,10 +96,10 @@ class WatchlistAdmin(admin.ModelAdmin):
 
     def get_fields(
         self, request: HttpRequest, obj: Watchlist | None = None
-    ) -> list[str]:
+    ) -> tuple[str, ...]:
         if obj is None:
-            return ["name", "symbols"]
-        return ["name", "owner", "symbols", "created_at", "updated_at"]
+            return ("name", "symbols")
+        return ("name", "owner", "symbols", "created_at", "updated_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Watchlist]:
         return super().get_queryset(request).annotate(symbol_count=Count("members"))

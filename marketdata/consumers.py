@@ -48,6 +48,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import ValidationError
 
 from config.api import validation_error_body
@@ -321,7 +322,7 @@ class Hub:
                 await asyncio.sleep(min(5, failures))
                 continue
             failures = 0
-            upstream = message.get("topic")
+            upstream: str = message.get("topic", "")
             for consumer in tuple(self.followers.get(upstream, ())):
                 try:
                     consumer.deliver(upstream, message)
@@ -357,7 +358,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         attach_event_loop(asyncio.get_running_loop())
-        self.user = self.scope.get("user")
+        user = self.scope.get("user")
+        self.user = AnonymousUser() if user is None else user
         self.hub = hub()
         # client topic -> {upstream topic: last seq sent}
         self.subscriptions: dict[str, dict[str, int]] = {}
@@ -545,7 +547,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.receive_json(await self.decode_json(text_data))
 
-    async def decode_json(self, text_data: str) -> Any:
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
         try:
             return json.loads(text_data)
         except ValueError:

@@ -173,9 +173,10 @@ def orders_book_snapshot(symbol: Symbol) -> dict[str, Any]:
     topic = orders_book_topic(symbol)
     with snapshot_transaction():
         seq = stream_current([topic])[topic]
-        rows = list(
+        # Only priced orders rest in the book (a market order never does).
+        rows: list[tuple[Any, ...]] = list(
             Order.objects.filter(
-                symbol=symbol, status__in=RESTING_STATUSES
+                symbol=symbol, status__in=RESTING_STATUSES, price__isnull=False
             ).values_list(
                 "id",
                 "side",
@@ -187,7 +188,7 @@ def orders_book_snapshot(symbol: Symbol) -> dict[str, Any]:
             )
         )
     sides: dict[str, list[dict[str, Any]]] = {Order.Side.BUY: [], Order.Side.SELL: []}
-    best_first = {Order.Side.BUY: -1, Order.Side.SELL: 1}
+    best_first: dict[str, int] = {Order.Side.BUY: -1, Order.Side.SELL: 1}
     rows.sort(key=lambda r: (best_first[r[1]] * r[2], r[5] or 0, r[0]))
     for order_id, side, price, quantity, filled, _priority, visible in rows:
         shown = quantity - filled if visible is None else visible

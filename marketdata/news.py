@@ -11,7 +11,7 @@ Signed-in users read ``GET /api/v1/news`` (newest first, cursor pages) and
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Prefetch, Q, QuerySet
@@ -19,7 +19,6 @@ from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
@@ -36,7 +35,10 @@ from exchange.streams import (
 )
 from marketdata.models import NewsItem
 from marketdata.topics import Snapshot, register, unknown
-from registry.services import RegistryError, User, audit_record
+from registry.services import RegistryError, User, _user_id, audit_record
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _SupportsHasPermission
 
 NEWS_TOPIC = "news"
 #: Items in a ``news`` stream snapshot.
@@ -180,7 +182,7 @@ def news_publish(
             priority=priority,
             is_price_sensitive=is_price_sensitive,
             published_at=published_at or timezone.now(),
-            published_by=acting_user if getattr(acting_user, "pk", None) else None,
+            published_by_id=_user_id(acting_user),
         )
         item.symbols.set(symbols)
         audit_record(
@@ -253,7 +255,9 @@ def news_update(
 class NewsPublishSerializer(serializers.Serializer[Any]):
     """The body of ``POST /api/v1/news``."""
 
-    source = serializers.CharField(max_length=100)
+    # A declared field named ``source``: DRF's metaclass moves it into
+    # ``_declared_fields``, so it does not shadow ``Field.source`` as the stubs think.
+    source = serializers.CharField(max_length=100)  # type: ignore[assignment]
     headline = serializers.CharField(max_length=300)
     body = serializers.CharField(allow_blank=True, default="", trim_whitespace=False)
     priority = serializers.ChoiceField(
@@ -272,7 +276,7 @@ class NewsItemSerializer(serializers.Serializer[NewsItem]):
     """A news item as every door returns it."""
 
     id = serializers.IntegerField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # as above
     headline = serializers.CharField()
     body = serializers.CharField()
     priority = serializers.ChoiceField(choices=NewsItem.Priority.choices)
@@ -308,7 +312,8 @@ class NewsFilter(filters.FilterSet):
 
 
 class NewsPagination(CursorPagination):
-    ordering = ("-published_at", "-id")
+    # DRF takes a tuple of fields here; the stubs declare a single str.
+    ordering = ("-published_at", "-id")  # type: ignore[assignment]
 
 
 class NewsViewSet(
@@ -324,7 +329,7 @@ class NewsViewSet(
     def get_queryset(self) -> QuerySet[NewsItem]:
         return news_list()
 
-    def get_permissions(self) -> list[BasePermission]:
+    def get_permissions(self) -> Sequence["_SupportsHasPermission"]:
         if self.action == "create":
             return [IsStaffOrIntegration()]
         return super().get_permissions()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.models import User as AuthUser
 from django.db import connection, transaction
 from django.db.models import Prefetch, Q, QuerySet
 from drf_spectacular.utils import extend_schema
@@ -33,6 +34,7 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from config.api import ApiError, PageNumberPagination
+from config.auth import signed_in_user
 from exchange.models import Symbol
 from exchange.selectors import snapshot_transaction
 from exchange.streams import (
@@ -300,7 +302,7 @@ def _validated(name: str, criteria: str, order_by: str, limit: int | None) -> No
 
 def scan_create(
     *,
-    owner: User | None,
+    owner: AuthUser | None,
     name: str,
     criteria: str,
     order_by: str = "",
@@ -521,7 +523,9 @@ class ScanViewSet(
         body = ScanWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         scan = scan_create(
-            owner=request.user, **body.validated_data, acting_user=request.user
+            owner=signed_in_user(request),
+            **body.validated_data,
+            acting_user=request.user,
         )
         return Response(
             scan_to_wire(scans_loaded().get(pk=scan.pk)),

@@ -84,7 +84,9 @@ def _check_name(*, owner_id: int | None, name: str, exclude_pk: int | None) -> N
     if not name.strip():
         raise WatchlistError("A watchlist needs a name.", code="blank", field="name")
     taken = Watchlist.objects.filter(owner_id=owner_id, name=name)
-    if taken.exclude(pk=exclude_pk).exists():
+    if exclude_pk is not None:
+        taken = taken.exclude(pk=exclude_pk)
+    if taken.exists():
         raise _duplicate_name(name)
 
 

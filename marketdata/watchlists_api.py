@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from config.api import ApiError, PageNumberPagination
+from config.auth import signed_in_user
 from exchange.models import Symbol
 from marketdata.models import Watchlist
 from marketdata.news import (
@@ -104,7 +105,9 @@ class WatchlistViewSet(
         body = WatchlistWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         watchlist = watchlist_create(
-            owner=request.user, **body.validated_data, acting_user=request.user
+            owner=signed_in_user(request),
+            **body.validated_data,
+            acting_user=request.user,
         )
         return Response(watchlist_to_wire(watchlist), status=status.HTTP_201_CREATED)
 
@@ -130,7 +133,7 @@ class WatchlistViewSet(
         body.is_valid(raise_exception=True)
         watchlist = watchlist_copy(
             source=self.get_object(),
-            owner=request.user,
+            owner=signed_in_user(request),
             name=body.validated_data["name"],
             acting_user=request.user,
         )

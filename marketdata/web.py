@@ -9,7 +9,7 @@ pages work without it.
 import re
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import messages
@@ -50,7 +50,7 @@ class DecimalText(forms.CharField):
 
     def to_python(self, value: Any) -> Decimal | None:  # type: ignore[override]
         text = super().to_python(value)
-        if text in self.empty_values:
+        if text is None or text in self.empty_values:
             return None
         if len(text) > 40 or not _DECIMAL.fullmatch(text):
             raise forms.ValidationError(
@@ -107,7 +107,7 @@ class TicketForm(forms.Form):
 
     def __init__(self, *args: Any, accounts: list[Account], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["account"].choices = [
+        cast(forms.ChoiceField, self.fields["account"]).choices = [
             (account.pk, f"{account.number} {account.name}") for account in accounts
         ]
         self.fields["price"].widget.attrs.update(
