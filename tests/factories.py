@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 from itertools import count
+from typing import Any
 
 from django.contrib.auth import get_user_model
 
@@ -29,7 +30,7 @@ def market(code: str = "XSX", **options: object) -> Market:
     return created
 
 
-def symbol(market_: Market, code: str = "XS01", **options: object) -> Symbol:
+def symbol(market_: Market, code: str = "XS01", **options: Any) -> Symbol:
     return symbol_issue(
         market=market_, code=code, name=f"{code} Ltd", acting_user=None, **options
     )

@@ -77,7 +77,9 @@ def embedded(tmp_path):
 def login(base: str, username: str) -> requests.Session:
     session = requests.Session()
     page = session.get(f"{base}/accounts/login/")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert found is not None, page.text
+    token = found.group(1)
     response = session.post(
         f"{base}/accounts/login/",
         data={
@@ -88,9 +90,9 @@ def login(base: str, username: str) -> requests.Session:
         headers={"Referer": f"{base}/accounts/login/"},
     )
     assert response.status_code == 200 and "sessionid" in session.cookies
-    session.headers.update(
-        {"X-CSRFToken": session.cookies["csrftoken"], "Referer": f"{base}/"}
-    )
+    csrf_token = session.cookies["csrftoken"]
+    assert csrf_token is not None
+    session.headers.update({"X-CSRFToken": csrf_token, "Referer": f"{base}/"})
     return session
 
 

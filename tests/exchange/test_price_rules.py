@@ -404,7 +404,9 @@ def test_the_dynamic_band_follows_the_circuit_breaker_setting(market, symbol, ba
     assert dynamic_band(symbol, None) is None
     assert dynamic_band(symbol, D("10.00")) == (D("9.50"), D("10.50"))
     assert dynamic_band(banded, D("9.98")) == (D("9.50"), D("10.40"))
-    low, high = dynamic_band(banded, D("9.98"))
+    band = dynamic_band(banded, D("9.98"))
+    assert band is not None
+    low, high = band
     assert (banded.to_ticks(low), banded.to_ticks(high)) == (950, 1040)
 
 

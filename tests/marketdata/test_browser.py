@@ -58,7 +58,8 @@ def live_asgi(transactional_db) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            app=ASGIStaticFilesHandler(application),
+            # The stubs want Django's ASGIHandler; any ASGI application works.
+            app=ASGIStaticFilesHandler(application),  # type: ignore[arg-type]
             host="127.0.0.1",
             port=port,
             lifespan="off",

@@ -1,6 +1,7 @@
 """Depth by order and execution reports, as folded by the matching batch hook."""
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def published(monkeypatch):
     """Messages the matching worker publishes, as (topic, message)."""
-    messages = []
+    messages: list[Any] = []
     monkeypatch.setattr(booking, "publish_on_commit", messages.extend)
     return messages
 

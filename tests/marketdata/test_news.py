@@ -423,7 +423,8 @@ def test_news_cannot_be_deleted_in_the_admin(admin_client):
 async def connect(user=None) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(application, "/ws/v1/", headers=ORIGIN)
     if user is not None:
-        communicator.scope["user"] = user
+        # channels' test scope type has no "user" (AuthMiddleware adds it).
+        communicator.scope["user"] = user  # type: ignore[typeddict-unknown-key]
     connected, _ = await communicator.connect()
     assert connected
     return communicator

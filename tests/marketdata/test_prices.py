@@ -16,12 +16,16 @@ from tests.conftest import wait_for
 SYDNEY = zoneinfo.ZoneInfo("Australia/Sydney")
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=SYDNEY)
+def local(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=SYDNEY)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def test_bars_align_on_the_market_clock_not_utc():
@@ -192,6 +196,7 @@ def test_a_new_trading_date_rolls_the_summary_over():
         1,
         Decimal("0.40"),
     )
+    assert summary.change_percent is not None
     assert summary.change_percent.quantize(Decimal("0.0001")) == Decimal("3.8462")
 
 

@@ -635,7 +635,8 @@ async def receive(ws: WebsocketCommunicator, timeout: float = 10) -> dict:
 async def connect(user=None) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(application, "/ws/v1/", headers=ORIGIN)
     if user is not None:
-        communicator.scope["user"] = user
+        # channels' test scope type has no "user" (AuthMiddleware adds it).
+        communicator.scope["user"] = user  # type: ignore[typeddict-unknown-key]
     connected, _ = await communicator.connect()
     assert connected
     return communicator

@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
@@ -34,7 +35,8 @@ ORIGIN = [(b"origin", b"http://127.0.0.1:8000")]
 async def connect(user=None, path="/ws/v1/", headers=ORIGIN) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(application, path, headers=headers)
     if user is not None:
-        communicator.scope["user"] = user
+        # channels' test scope type has no "user" (AuthMiddleware adds it).
+        communicator.scope["user"] = user  # type: ignore[typeddict-unknown-key]
     connected, _ = await communicator.connect()
     assert connected
     return communicator
@@ -88,9 +90,9 @@ async def test_a_subscriber_sees_the_trade_and_rebuilds_the_book_from_snapshot_a
             bob_client, bob_account, side="buy", price="10.05", quantity="60"
         )
 
-        book = {"bids": {}, "asks": {}}
+        book: dict[str, dict[Any, Any]] = {"bids": {}, "asks": {}}
         seq = 0
-        trades = []
+        trades: list[Any] = []
         expected = {"bids": {}, "asks": {"10.05": "40", "10.10": "50"}}
         # (the three orders may reach the matcher in one, two or three batches)
         while not trades or book != expected:
@@ -285,7 +287,7 @@ def rest_view(kind: str, symbol) -> tuple[int, dict]:
     """The REST/selector snapshot of ``kind``: (seq, the view a client keeps)."""
     if kind == "book":
         rest = book_snapshot(symbol)
-        view = {
+        view: dict[str, Any] = {
             side: {price: (quantity, count) for price, quantity, count in rest[side]}
             for side in ("bids", "asks")
         }
@@ -475,7 +477,7 @@ async def test_balances_holdings_and_executions_reach_only_their_owner(
         # then each sees their own fill, balance and holding, and nothing of the other
         received = {}
         for user in (alice, bob):
-            frames = []
+            frames: list[Any] = []
             while (
                 not any(f["topic"] == "executions" for f in frames)
                 or len({f["topic"] for f in frames}) < 4
@@ -564,7 +566,7 @@ async def test_the_server_sends_heartbeats_and_closes_a_connection_that_stays_qu
     for _ in range(6):
         await ws.send_json_to({"op": "ping"})
         await asyncio.sleep(0.3)
-    frames = []
+    frames: list[Any] = []
     while (frame := await poll(ws, 0.01)) is not None:
         frames.append(frame)
     kinds = [f["type"] for f in frames]
@@ -652,7 +654,9 @@ def advance(topic: str, count: int) -> None:
 
 async def publish(topic: str, seq: int, data: dict) -> None:
     message = stream_message(topic, seq, data)[1]
-    await get_channel_layer().group_send(group_name(topic), message)
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.group_send(group_name(topic), message)
 
 
 async def test_a_gap_in_the_updates_makes_the_server_resend_the_snapshot(
@@ -719,7 +723,7 @@ async def test_a_slow_client_gets_a_fresh_snapshot_instead_of_a_backlog_and_hold
 
     # and the slow one, once it reads again, a few updates then one fresh snapshot
     gate.set()
-    frames = []
+    frames: list[Any] = []
     while not frames or frames[-1]["type"] != "snapshot":
         frames.append(await slow.receive_json_from(timeout=5))
     updates = [f["seq"] for f in frames[:-1]]

@@ -592,7 +592,8 @@ def test_deleting_a_list_in_the_admin_goes_through_the_service(
 async def subscribe(user) -> tuple[WebsocketCommunicator, dict]:
     ws = WebsocketCommunicator(application, "/ws/v1/", headers=ORIGIN)
     if user is not None:
-        ws.scope["user"] = user
+        # channels' test scope type has no "user" (AuthMiddleware adds it).
+        ws.scope["user"] = user  # type: ignore[typeddict-unknown-key]
     connected, _ = await ws.connect()
     assert connected
     await ws.send_json_to({"op": "subscribe", "topics": ["watchlists"]})

@@ -1,6 +1,7 @@
 """The spine end to end: REST order entry, matching, trades and the ledger."""
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -104,6 +105,7 @@ def test_cancelling_a_partially_filled_order_releases_exactly_its_unused_reserva
     cash = balance_of(bob_account, symbol.currency)
     assert (cash.available, cash.held) == (Decimal("9700.30"), Decimal(0))
     cancelled = OrderEvent.objects.get(order_id=buy.json()["id"], to_status="cancelled")
+    assert cancelled.acting_user is not None
     assert (cancelled.reason, cancelled.acting_user.username) == ("requested", "bob")
     assert Order.objects.get(pk=buy.json()["id"]).held_amount == 0
     assert_ledger_balanced()
@@ -157,7 +159,7 @@ def test_a_failed_batch_rolls_back_whole_and_the_worker_rebuilds_and_carries_on(
 ):
     from exchange import matching
 
-    failures = []
+    failures: list[Any] = []
 
     def failing_once(outcome):
         if outcome.trades and not failures:
@@ -214,7 +216,9 @@ def test_time_priority_is_the_order_orders_entered_the_book_and_survives_a_resta
     priorities = [
         Order.objects.get(pk=r.json()["id"]).priority for r in (first, second, third)
     ]
-    assert priorities == sorted(priorities) and len(set(priorities)) == 3
+    assert None not in priorities
+    assert priorities == sorted(p or 0 for p in priorities)
+    assert len(set(priorities)) == 3
 
 
 def test_the_trades_tape_pages_by_sequence_and_time(
@@ -223,7 +227,11 @@ def test_the_trades_tape_pages_by_sequence_and_time(
     for count, price in enumerate(("10.00", "10.01", "10.02"), start=1):
         place(alice_client, alice_account, side="sell", price=price, quantity="1")
         place(bob_client, bob_account, side="buy", price=price, quantity="1")
-        wait_for(lambda count=count: Trade.objects.count() == count)
+
+        def traded(expected: int = count) -> bool:
+            return Trade.objects.count() == expected
+
+        wait_for(traded)
     url = "/api/v1/symbols/XSX:XS01/trades"
 
     def prices(query):

@@ -274,7 +274,9 @@ def test_an_iceberg_shows_only_its_peak_and_refreshes_behind_the_queue(
     assert [(t[1], t[3]) for t in trades()] == [(D(10), iceberg.pk), (D(2), other.pk)]
     iceberg = reload(iceberg)
     assert (iceberg.visible_quantity, iceberg.remaining_quantity) == (D(10), D(40))
-    assert reload(other).priority < iceberg.priority
+    other_priority = reload(other).priority
+    assert iceberg.priority is not None and other_priority is not None
+    assert other_priority < iceberg.priority
     assert book_snapshot(symbol)["asks"] == [["10.00", "13", 2]]
     check_books(driver)
 
@@ -444,7 +446,9 @@ def test_amending_quantity_down_keeps_priority_and_releases_cash(
         priority,
         D("200.00"),
     )
-    assert first.priority < reload(second).priority
+    second_priority = reload(second).priority
+    assert first.priority is not None and second_priority is not None
+    assert first.priority < second_priority
     assert balance_of(bob_account, symbol.currency).held == D("300.00")
     assert transitions(first)[-1] == ("working", "working", "amended")
     check_books(driver)
@@ -463,7 +467,9 @@ def test_amending_the_price_up_holds_more_at_once_and_loses_priority(
     driver.run()
     first = reload(first)
     assert first.price == D("10.50")
-    assert first.priority > reload(second).priority
+    second_priority = reload(second).priority
+    assert first.priority is not None and second_priority is not None
+    assert first.priority > second_priority
     # the older order at 10.50 fills first
     place(alice, alice_account, side="sell", price="10.50", quantity="10")
     driver.run()
@@ -586,6 +592,7 @@ def test_a_day_order_expires_at_the_end_of_the_markets_trading_date(
     order = place(
         bob, bob_account, side="buy", price="10.00", quantity="10", time_in_force="day"
     )
+    assert order.expire_at is not None
     local = order.expire_at.astimezone(market.tzinfo)
     assert (local.hour, local.minute) == (0, 0)
     assert local.date() == timezone.now().astimezone(market.tzinfo).date() + timedelta(

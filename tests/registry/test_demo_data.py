@@ -305,4 +305,5 @@ def test_the_integration_token_reads_markets_and_halts_one(demo):
     assert halted.json()["state"] == "halted"
     assert Market.objects.get(code="XSX").state == "halted"
     audit = AuditRecord.objects.get(action="market_halt")
+    assert audit.actor is not None
     assert (audit.actor.username, audit.reason) == ("integration", "Integration test")

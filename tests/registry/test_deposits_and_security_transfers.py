@@ -73,6 +73,7 @@ def test_staff_deposit_credits_the_account_against_the_omnibus_account(
 
     assert response.status_code == 201, response.json()
     transfer = Transfer.objects.get(idempotency_key="d-1")
+    assert transfer.decided_at is not None
     assert response.json() == {
         "id": transfer.pk,
         "kind": "deposit",

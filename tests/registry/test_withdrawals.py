@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import time_machine
@@ -138,6 +139,7 @@ def test_a_withdrawal_holds_at_request_and_pays_out_to_the_omnibus_account_on_ap
     # then the held cash leaves for the omnibus account
     assert approved.status_code == 200, approved.json()
     transfer.refresh_from_db()
+    assert transfer.decided_at is not None
     assert approved.json() == {
         **body,
         "status": "completed",
@@ -155,7 +157,9 @@ def test_a_withdrawal_holds_at_request_and_pays_out_to_the_omnibus_account_on_ap
         ("withdrawal", number, "AUD", "held", Decimal("-2500.50")),
         ("withdrawal", "SYS-OMNIBUS", "AUD", "available", Decimal("2500.50")),
     ]
-    assert [e.acting_user.username for e in transfer.journal_entries()] == [
+    assert [
+        e.acting_user and e.acting_user.username for e in transfer.journal_entries()
+    ] == [
         "alice",
         "checker",
     ]
@@ -319,7 +323,7 @@ def test_publishes_the_changed_balance_on_commit(
 ):
     from exchange import streams
 
-    sent = []
+    sent: list[Any] = []
     monkeypatch.setattr(streams._sender, "submit", sent.extend)
 
     with django_capture_on_commit_callbacks(execute=True):

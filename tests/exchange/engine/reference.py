@@ -71,7 +71,7 @@ def is_int(value: object) -> bool:
 
 def is_tick(value: object) -> bool:
     """A price: an int > 0 (not a bool)."""
-    return type(value) is int and value > 0  # type: ignore[operator]
+    return type(value) is int and value > 0
 
 
 class Order:
@@ -106,6 +106,19 @@ class Order:
         self.priority: int = 0
         for name, value in fields.items():
             setattr(self, name, value)
+
+    @property
+    def limit(self) -> int:
+        """The price of an order that rests or matches (only such orders have one
+        where this is read)."""
+        assert self.price is not None, self
+        return self.price
+
+    @property
+    def iceberg_display(self) -> int:
+        """The display quantity of an iceberg (read only for icebergs)."""
+        assert self.display_quantity is not None, self
+        return self.display_quantity
 
     def __repr__(self) -> str:
         return f"Order({vars(self)})"
@@ -144,9 +157,9 @@ class ReferenceBook:
         """The resting orders of one side, best price first, oldest first."""
         found = [o for o in self.orders if not o.parked and o.side is side]
         if side is Side.BUY:
-            found.sort(key=lambda o: (-o.price, o.priority))
+            found.sort(key=lambda o: (-o.limit, o.priority))
         else:
-            found.sort(key=lambda o: (o.price, o.priority))
+            found.sort(key=lambda o: (o.limit, o.priority))
         return found
 
     def parked(self) -> list[Order]:
@@ -188,9 +201,9 @@ class ReferenceBook:
         """
         total = 0
         for order in self.resting(self.opposite(side)):
-            if not self.acceptable(side, limit, order.price):
+            if not self.acceptable(side, limit, order.limit):
                 break
-            if not self.in_band(order.price):
+            if not self.in_band(order.limit):
                 break  # matching would stop here (BandBreached)
             total += order.remaining
         return total
@@ -459,7 +472,7 @@ class ReferenceBook:
         if order.order_type is MARKET_TO_LIMIT:
             # It takes only the best opposite price, which becomes its limit.
             makers = self.resting(self.opposite(order.side))
-            if makers and self.acceptable(order.side, limit, makers[0].price):
+            if makers and self.acceptable(order.side, limit, makers[0].limit):
                 limit = order.price = makers[0].price
         if entry and order.time_in_force is TimeInForce.FOK:
             if self.executable(order.side, limit) < order.remaining:
@@ -475,7 +488,7 @@ class ReferenceBook:
             if not makers:
                 break
             maker = makers[0]
-            if not self.acceptable(order.side, limit, maker.price):
+            if not self.acceptable(order.side, limit, maker.limit):
                 break
             if (
                 order.owner != 0
@@ -492,8 +505,8 @@ class ReferenceBook:
                     self.cancel_taker(order, CancelReason.SELF_TRADE, events)
                     return
                 continue
-            if not self.in_band(maker.price):
-                events.append(BandBreached(order.order_id, maker.price))
+            if not self.in_band(maker.limit):
+                events.append(BandBreached(order.order_id, maker.limit))
                 self.auction = True
                 break
             if first_fill_price is None:
@@ -551,12 +564,12 @@ class ReferenceBook:
             self.replenish(maker, events)
 
     def replenish(self, order: Order, events: list[Event]) -> None:
-        order.visible = min(order.display_quantity, order.remaining)  # type: ignore[type-var]
+        order.visible = min(order.iceberg_display, order.remaining)
         order.priority = self.stamp()
         events.append(
             Replenished(
-                order.order_id, order.side, order.price, order.remaining, order.visible
-            )  # type: ignore[arg-type]
+                order.order_id, order.side, order.limit, order.remaining, order.visible
+            )
         )
 
     def rest(self, order: Order, events: list[Event]) -> None:
@@ -744,10 +757,10 @@ class ReferenceBook:
             Rested(
                 order.order_id,
                 order.side,
-                order.price,
+                order.limit,
                 order.remaining,
                 visible=order.visible,
-            )  # type: ignore[arg-type]
+            )
         )
 
     def restore_error(self, c: RestoreOrder) -> RejectReason | None:
@@ -816,8 +829,8 @@ class ReferenceBook:
 
     def indicative(self, reference: int | None = None) -> Equilibrium | None:
         return equilibrium(
-            [(o.price, o.remaining) for o in self.resting(Side.BUY)],
-            [(o.price, o.remaining) for o in self.resting(Side.SELL)],
+            [(o.limit, o.remaining) for o in self.resting(Side.BUY)],
+            [(o.limit, o.remaining) for o in self.resting(Side.SELL)],
             reference,
         )
 
@@ -840,8 +853,8 @@ class ReferenceBook:
         while True:
             # The queues, from the live book each time (an OCO cancel may
             # have taken an order out).
-            buys = [o for o in self.resting(Side.BUY) if o.price >= price]
-            sells = [o for o in self.resting(Side.SELL) if o.price <= price]
+            buys = [o for o in self.resting(Side.BUY) if o.limit >= price]
+            sells = [o for o in self.resting(Side.SELL) if o.limit <= price]
             if not buys or not sells:
                 return
             buy, sell = buys[0], sells[0]

@@ -14,7 +14,6 @@ from exchange.engine import (
     Cancelled,
     CancelOrder,
     CancelReason,
-    Event,
     Fill,
     NewOrder,
     OrderBook,
@@ -696,9 +695,9 @@ def test_a_trade_id_is_not_consumed_when_nothing_trades() -> None:
 
 
 def test_events_and_commands_are_immutable() -> None:
-    event: Event = Accepted(1)
+    event = Accepted(1)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        event.order_id = 2  # type: ignore[misc]
+        event.order_id = 2  # type: ignore[misc]  # the point: frozen
     command = CancelOrder(1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         command.order_id = 2  # type: ignore[misc]

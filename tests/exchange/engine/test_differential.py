@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -70,8 +71,9 @@ CENTER = 100
 # --------------------------------------------------------------------------
 
 
-def pick(rng: random.Random, *weighted: tuple[int, object]) -> object:
-    """One of the values, by relative weight."""
+def pick(rng: random.Random, *weighted: tuple[int, Any]) -> Any:
+    """One of the values, by relative weight (``Any``: the fuzzer feeds the engine
+    ill-typed values on purpose)."""
     total = 0
     for weight, _ in weighted:
         total += weight
@@ -127,7 +129,7 @@ class Generator:
         spread = 1 if self.deep else 6
         return max(1, self.center(book) + self.rng.randint(-spread, spread))
 
-    def quantity(self) -> object:
+    def quantity(self) -> Any:
         if self.deep:
             return pick(
                 self.rng,
@@ -144,7 +146,7 @@ class Generator:
             (1, 2.5),
         )
 
-    def command(self, book: ReferenceBook) -> object:
+    def command(self, book: ReferenceBook) -> Any:
         rng = self.rng
         if not self.full:
             what = pick(rng, (62, "new"), (30, "cancel"), (8, "restore"))
@@ -264,7 +266,7 @@ class Generator:
                 self.fresh_id(book), side, kind, tif, quantity, price, owner
             )
 
-        extra: dict[str, object] = {}
+        extra: dict[str, Any] = {}
         resting_limit = kind is LIMIT and tif in (GTC, DAY, GTD)
         q = quantity if type(quantity) is int and quantity > 0 else 5
         if kind in (STOP, STOP_LIMIT):
@@ -357,16 +359,16 @@ class Generator:
         c = self.center(book)
         if not self.full or rng.random() < 0.7:
             away = rng.randint(3, 12)
-            price = c - away if side is Side.BUY else c + away
-            price = pick(rng, (9, max(1, price)), (1, self.price(book)))
+            away_price = c - away if side is Side.BUY else c + away
+            price = pick(rng, (9, max(1, away_price)), (1, self.price(book)))
             if not self.full:
                 return RestoreOrder(order_id, side, price, quantity, owner)
-            extra: dict[str, object] = {}
+            extra: dict[str, Any] = {}
             q = quantity if type(quantity) is int and quantity > 0 else 5
             if rng.random() < 0.3 and q >= 2:
                 extra["display_quantity"] = rng.randint(1, q - 1)
                 if rng.random() < 0.5:
-                    extra["visible"] = rng.randint(1, extra["display_quantity"])  # type: ignore[arg-type]
+                    extra["visible"] = rng.randint(1, extra["display_quantity"])
             if rng.random() < 0.2:
                 extra["stp"] = SelfTrade.CANCEL_OLDEST
             return RestoreOrder(
@@ -487,7 +489,7 @@ def run_stream(
     deep: bool = False,
     rebuild_every: int = 0,
     check_every: int = 100,
-    commands: Sequence[object] | None = None,
+    commands: Sequence[Any] | None = None,
 ) -> list[object]:
     """Run one stream through both; raise Disagreement with the history."""
     rng = random.Random(seed)
@@ -638,7 +640,7 @@ def test_full_streams_agree(group: int) -> None:
 # --------------------------------------------------------------------------
 
 
-def _ref(*commands: object) -> tuple[ReferenceBook, list[list[object]]]:
+def _ref(*commands: Any) -> tuple[ReferenceBook, list[list[Any]]]:
     book = ReferenceBook()
     return book, [book.apply(command) for command in commands]
 

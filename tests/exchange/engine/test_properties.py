@@ -177,6 +177,7 @@ class ModelBook:
             return self.cancel(command.order_id)
         if isinstance(command, RestoreOrder):
             return self.restore(command)
+        assert isinstance(command, NewOrder), command  # the strategies' only other
         return self.new_order(command)
 
     def cancel(self, order_id: int) -> list[Event]:
@@ -192,6 +193,7 @@ class ModelBook:
             return [Rejected(oid, RejectReason.DUPLICATE_ORDER_ID)]
         if command.quantity <= 0:
             return [Rejected(oid, RejectReason.INVALID_QUANTITY)]
+        assert command.price is not None  # the strategies restore limit orders
         if command.price <= 0 or self.eligible(command.side, command.price):
             # Resting it would cross the book.
             return [Rejected(oid, RejectReason.INVALID_PRICE)]
@@ -340,6 +342,7 @@ def assert_event_shape(command: Command, events: Sequence[Event]) -> None:
     if isinstance(command, RestoreOrder):
         assert len(events) == 1 and isinstance(events[0], Rested)
         return
+    assert isinstance(command, NewOrder), command  # the strategies' only other
     assert events[0] == Accepted(command.order_id)
     body = list(events[1:])
     tail = body[-1:] if body and not isinstance(body[-1], Fill) else []
