@@ -30,13 +30,18 @@ services:
 	scripts/ensure-services.sh
 	scripts/ensure-chromium.sh
 
-test: install services
+# The static checks run first: any lint, format or type error fails `make test`.
+test: install lint services
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 		$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest -n $(TEST_WORKERS) -q -p no:cacheprovider
 
+# Lint, format and types: mypy with django-stubs and djangorestframework-stubs
+# over config/, the apps and tests/ ([tool.mypy] in pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
 
 # Engine throughput next to pure-Python order books from PyPI (docs/performance.md).
 bench-engine: install
