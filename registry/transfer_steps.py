@@ -121,8 +121,8 @@ def require_staff(user: User) -> None:
 
 def require_trading_access(user: User, account: Account) -> None:
     """Raise unless ``user`` is an owner or trader of ``account``:
-    ``account_not_found`` (404) without access, ``account_forbidden`` (403) for a
-    viewer."""
+    ``not_authenticated`` (401) unless signed in, ``account_not_found`` (404)
+    without access, ``account_forbidden`` (403) for a viewer."""
     role = (
         AccountAccess.objects.filter(account=account, user_id=signed_in_user_id(user))
         .values_list("role", flat=True)

@@ -448,9 +448,9 @@ def withdrawal_cancel(*, transfer_id: int, acting_user: User) -> Transfer:
     """The client withdraws their own pending request: the hold is released.
 
     ``acting_user`` must be an owner or trader of the account. Raises
-    ``RegistryError``: ``transfer_not_found`` (404, also for a transfer of an
-    account the user cannot see), ``account_forbidden`` (403),
-    ``transfer_not_pending`` (409).
+    ``RegistryError``: ``not_authenticated`` (401), ``transfer_not_found`` (404,
+    also for a transfer of an account the user cannot see), ``account_forbidden``
+    (403), ``transfer_not_pending`` (409).
     """
     transfer = (
         Transfer.objects.filter(
