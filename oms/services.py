@@ -261,8 +261,9 @@ def order_cancel(*, user: User, order_id: int) -> Order:
 
     The cancel is queued behind earlier requests for the market and carried out in
     arrival order; the order stays open until then. Raises ``OrderError``:
-    ``order_not_found`` (404), ``account_forbidden`` (403) or ``order_not_open``
-    (409); a repeated cancel of an order already being cancelled is accepted.
+    ``not_authenticated`` (401), ``order_not_found`` (404), ``account_forbidden``
+    (403) or ``order_not_open`` (409); a repeated cancel of an order already being
+    cancelled is accepted.
     """
     order = (
         Order.objects.select_related(
@@ -346,8 +347,9 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
     needs more cash holds the difference now (``insufficient_funds`` if short); a
     sell holds more of the security; what the amended order no longer needs is
     released when the worker applies the amend. Raises ``OrderError``
-    (``order_not_found`` 404, ``account_forbidden`` 403, ``order_not_open`` 409,
-    ``not_amendable``/``nothing_to_amend``/grid errors 400/422).
+    (``not_authenticated`` 401, ``order_not_found`` 404, ``account_forbidden`` 403,
+    ``order_not_open`` 409, ``not_amendable``/``nothing_to_amend``/grid errors
+    400/422).
     Side effects on commit: wakes the matcher, publishes the balance.
     """
     with transaction.atomic(durable=True):
