@@ -10,8 +10,10 @@ stops it on exit unless another process is still connected (``config.embedded_db
 """
 
 import logging
+import signal
 import threading
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import uvicorn
 from django.conf import settings
@@ -37,6 +39,13 @@ def _run_schedule(stop: threading.Event, seconds: float) -> None:
         connections.close_all()
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    """uvicorn shuts down gracefully on SIGTERM, then raises the signal again under
+    the handler it found; the default one would end the process before serve's
+    cleanup (matching threads, the embedded database) ran."""
+    raise SystemExit(0)
+
+
 class Command(BaseCommand):
     help = "Run the web server, WebSocket stream and matching threads in one process."
 
@@ -50,6 +59,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         if settings.PROFILE == "embedded":
             embedded_db.server_ensure(settings.EMBEDDED_PGDATA)
         try:
