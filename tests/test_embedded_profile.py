@@ -7,12 +7,15 @@ import json
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -58,13 +61,7 @@ class Embedded:
     others: list[subprocess.Popen] = field(default_factory=list)
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
+        return manage(self.pgdata, *args)
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         with (self.tmp / f"{name}.log").open("w") as log:
@@ -115,10 +112,8 @@ class Embedded:
         return rows[0][0] if rows else None
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[Embedded]:
-    """Migrate and load the demo data into an embedded PostgreSQL initialised in
-    an empty ``var``, then start ``serve``. Stops everything afterwards."""
+def embedded_env(pgdata: Path) -> dict[str, str]:
+    """The environment of a newcomer's shell (no service URLs), with ``pgdata``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -130,26 +125,81 @@ def embedded(tmp_path: Path) -> Iterator[Embedded]:
             "MATCHER_IN_PROCESS",
         }
     }
-    pgdata = tmp_path / "var" / "pgdata"
     env.update(
         EMBEDDED_PGDATA=str(pgdata),
         DJANGO_SETTINGS_MODULE="config.settings",
         MATCHER_POLL_SECONDS="0.2",
     )
-    port = free_port()
-    platform = Embedded(tmp_path, pgdata, env, f"http://127.0.0.1:{port}")
+    return env
+
+
+def manage(pgdata: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=embedded_env(pgdata),
+        capture_output=True,
+        text=True,
+    )
+
+
+@contextmanager
+def data_folder() -> Iterator[Path]:
+    """A new empty folder to hold a ``var``; afterwards its server is stopped and
+    the folder removed.
+
+    Not under pytest's basetemp: a pytest session starting meanwhile (another run
+    on the machine) takes the group/other bits off that tree's root again, which
+    locks the server's user (as root: ``embedded_postgres``) out of its data.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="xchange-embedded-"))
+    pgdata = folder / "var" / "pgdata"
     try:
-        for command in (["migrate", "--noinput"], ["demo_data", "--port", str(port)]):
-            done = platform.manage(*command)
-            assert done.returncode == 0, done.stderr
-        platform.serve()
-        yield platform
+        yield folder
     finally:
-        for process in [platform.server, *platform.others]:
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(10)
-        platform.manage("embedded_db", "stop")
+        try:
+            embedded_db.server_stop(pgdata)
+        finally:
+            status = embedded_db.server_status(pgdata)
+            if status is not None:  # pg_ctl failed: leave no server behind
+                os.kill(status.pid, signal.SIGQUIT)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def template() -> Iterator[Path]:
+    """A ``var`` brought up from nothing as ``make run`` does (the server
+    initialised by ``migrate``, then ``demo_data``), the server stopped again;
+    each test starts ``serve`` on a copy."""
+    with data_folder() as folder:
+        pgdata = folder / "var" / "pgdata"
+        for command in (
+            ["migrate", "--noinput"],
+            ["demo_data"],
+            ["embedded_db", "stop"],
+        ):
+            done = manage(pgdata, *command)
+            assert done.returncode == 0, done.stderr
+        yield folder / "var"
+
+
+@pytest.fixture
+def embedded(template: Path, tmp_path: Path) -> Iterator[Embedded]:
+    """``serve`` on a copy of the template's ``var``; stops everything afterwards."""
+    with data_folder() as folder:
+        # -a keeps the owner: as root the data folder belongs to embedded_postgres.
+        subprocess.run(["cp", "-a", str(template), str(folder / "var")], check=True)
+        pgdata = folder / "var" / "pgdata"
+        base = f"http://127.0.0.1:{free_port()}"
+        platform = Embedded(tmp_path, pgdata, embedded_env(pgdata), base)
+        try:
+            platform.serve()
+            yield platform
+        finally:
+            for process in [platform.server, *platform.others]:
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait(10)
 
 
 def login(base: str, username: str) -> requests.Session:
@@ -318,3 +368,26 @@ def test_a_second_run_matcher_cannot_own_a_market_that_serve_owns(embedded):
     assert "left the embedded PostgreSQL running (in use)" in embedded.log("serve")
     assert wait_until(lambda: embedded.market_owner("XSX") == matcher_name)
     assert stop(matcher) == 0
+
+
+def test_two_commands_starting_the_embedded_database_at_once_start_one_server():
+    with data_folder() as folder:
+        # Given an empty var, and two commands that need the database at once
+        pgdata = folder / "var" / "pgdata"
+        command = [sys.executable, "manage.py", "embedded_db", "start"]
+        env = embedded_env(pgdata)
+
+        # When both start it
+        starters = [
+            subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        outputs = [starter.communicate(120)[0].decode() for starter in starters]
+
+        # Then both succeed, on one initialised server
+        assert [starter.returncode for starter in starters] == [0, 0], outputs
+        status = embedded_db.server_status(pgdata)
+        assert status is not None
+        assert outputs == [f"running (pid {status.pid}) in {pgdata}\n"] * 2
+        assert manage(pgdata, "embedded_db", "stop").stdout == "stopped\n"
+        assert embedded_db.server_status(pgdata) is None

