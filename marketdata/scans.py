@@ -223,12 +223,10 @@ def _scans_lock() -> None:
     A transaction-level advisory lock on PostgreSQL, taken first (before any
     stream sequence): each evaluation, creation or edit starts once the previous
     one has committed, so it compares against the matches that one stored and reads
-    the summaries (and scans) committed by then. SQLite's ``IMMEDIATE``
-    transactions already serialise writers.
+    the summaries (and scans) committed by then.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
 
 
 def _criteria_of(scan: Scan) -> Node | None:

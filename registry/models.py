@@ -443,8 +443,8 @@ class Transfer(models.Model):
                 fields=["requested_by", "idempotency_key"],
                 name="transfer_idempotency_key_unique_per_user",
             ),
-            # Requests without a user (scripts): NULLs are distinct above, and
-            # "NULLS NOT DISTINCT" is PostgreSQL 15+ only (not SQLite).
+            # Requests without a user (scripts): NULLs are distinct above, so
+            # this partial constraint covers them.
             models.UniqueConstraint(
                 fields=["idempotency_key"],
                 condition=Q(requested_by__isnull=True),

@@ -9,7 +9,6 @@ from decimal import Decimal
 from itertools import groupby
 from typing import Any
 
-from django.db import connection
 from django.db.models import QuerySet, Sum
 
 from registry.models import Account, Asset, Balance, Bucket, Posting
@@ -38,17 +37,11 @@ def posting_sums(
     """Sum of posting ``field`` (``amount`` or ``cost_delta``) grouped by
     ``group_by`` fields, exactly, over ``postings`` (default: the whole ledger).
 
-    PostgreSQL sums NUMERIC exactly; SQLite would sum floating-point values, so
-    there the amounts (each exact once read back as Decimal) are added in Python.
+    PostgreSQL sums NUMERIC exactly (every profile runs on PostgreSQL).
     """
     queryset = Posting.objects.all() if postings is None else postings
-    if connection.vendor == "postgresql":
-        rows = queryset.values(*group_by).annotate(total=Sum(field)).order_by()
-        return {tuple(row[f] for f in group_by): row["total"] for row in rows}
-    totals: defaultdict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
-    for row in queryset.values_list(*group_by, field).order_by().iterator():
-        totals[row[:-1]] += row[-1]
-    return dict(totals)
+    rows = queryset.values(*group_by).annotate(total=Sum(field)).order_by()
+    return {tuple(row[f] for f in group_by): row["total"] for row in rows}
 
 
 def ledger_differences() -> list[Difference]:
