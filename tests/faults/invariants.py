@@ -10,7 +10,7 @@
   request processed) and no lost acknowledged cancel (the order is finished);
 - no double processing (an order leaves ``pending`` once, finishes once);
 - the book rebuilt from the database equals a clean replay of the processed
-  requests, in arrival order, through a fresh engine, and so do the fills.
+  requests, in the order the worker took them, through a fresh engine, and so do the fills.
 """
 
 import dataclasses
@@ -122,7 +122,7 @@ def rebuilt_books(market_code: str) -> dict[int, list[tuple]]:
 def replayed_books(
     market_code: str, originals: Originals | None = None
 ) -> tuple[dict[int, list[tuple]], Counter]:
-    """Every processed request of the market, in arrival order, through fresh
+    """Every processed request of the market, in processing order, through fresh
     engine books; returns each book's resting orders and the multiset of fills
     ``(buy order, sell order, price ticks, lots)``. Valid for markets without a
     circuit breaker, auctions or expiries (the fault tests' markets)."""
@@ -135,7 +135,10 @@ def replayed_books(
     requests = (
         OrderRequest.objects.filter(market=market, processed_at__isnull=False)
         .select_related("order")
-        .order_by("id")
+        # the order the worker took them in: batch by batch (a batch stamps its
+        # time on all its requests), in id order within a batch; a request that
+        # committed late joins a later batch than higher ids
+        .order_by("processed_at", "id")
     )
     for request in requests.iterator(chunk_size=2000):
         order = request.order

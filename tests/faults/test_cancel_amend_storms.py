@@ -93,6 +93,15 @@ class Storm:
             body["quantity"] = str(rng.randint(1, 40))
         reply = rest.request("PATCH", f"/orders/{order_id}", body)
         self.acks.count("amend", reply, EXPECTED["amend"])
+        if reply.status == 409:
+            self.forget(trader, order_id)
+
+    def forget(self, trader, order_id: int) -> None:
+        """A finished order is not worth amending again."""
+        with self.acks.lock:
+            mine = self.open_orders[trader.account.pk]
+            if order_id in mine:
+                mine.remove(order_id)
 
     def cancel(self, rest, trader, rng) -> None:
         order_id = self._some_order(trader, rng)
@@ -101,6 +110,7 @@ class Storm:
         reply = rest.request("DELETE", f"/orders/{order_id}")
         if self.acks.count("cancel", reply, EXPECTED["cancel"]) and reply.status == 202:
             self.acks.cancels([order_id])
+        self.forget(trader, order_id)
 
     def cancel_all(self, rest, trader, rng) -> None:
         body = {"account": trader.account.pk}

@@ -115,7 +115,7 @@ def test_resubmissions_make_one_order_per_client_order_id_and_no_extra_hold(
             "conflicts_409": conflicts,
             "wrong_answers": len(wrong),
             "unexpected": len(acks.unexpected),
-            "extra_hold": str(held - needed),
+            "extra_hold": f"{held - needed:f}",
         },
     )
     assert acks.unexpected == []

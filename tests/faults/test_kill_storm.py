@@ -32,7 +32,12 @@ CLIENTS = 8
 
 class Storm:
     """Clients placing (and now and then cancelling) orders at a steady pace, so
-    that traffic flows through every kill; records what was acknowledged."""
+    that traffic flows through every kill; records what was acknowledged.
+
+    Each client sends its share of ``ORDERS``, and goes on (up to three times
+    as many) until ``done`` is set: traffic must still flow after the last kill,
+    however slow the machine.
+    """
 
     def __init__(self, port: int, accounts: list, duration: float) -> None:
         self.port = port
@@ -42,13 +47,17 @@ class Storm:
         self.placed: list[int] = []
         self.cancelled: list[int] = []
         self.failures: list[tuple[str, int, object]] = []
+        self.done = threading.Event()
+        self.sent = 0
 
     def client(self, index: int) -> None:
         rng = random.Random(index)
         clients: dict[int, RestClient] = {}
         mine: list[int] = []
         start = time.monotonic()
-        for i in range(ORDERS // CLIENTS):
+        for i in range(3 * ORDERS // CLIENTS):
+            if i >= ORDERS // CLIENTS and self.done.is_set():
+                break
             time.sleep(max(0.0, start + i * self.interval - time.monotonic()))
             trader = rng.choice(self.accounts)
             rest = clients.setdefault(
@@ -70,6 +79,8 @@ class Storm:
             client_order_id=client_order_id,
         )
         reply = rest.request("POST", "/orders", body)
+        with self.lock:
+            self.sent += 1
         if reply.status in (200, 201):
             with self.lock:
                 self.placed.append(reply.body["id"])
@@ -148,6 +159,10 @@ def test_a_kill_storm_loses_no_acknowledged_order_or_cancel_and_duplicates_no_fi
             owners.append(standby)
             active, standby = standby, matcher()
             released.append(sessions_gone_seconds(killed, kill_times[-1]))
+        # the last takeover must see traffic too
+        wait_for(lambda: active.owns_market, timeout=60)
+        time.sleep(KILL_EVERY_SECONDS)
+        storm.done.set()
         for thread in clients:
             thread.join(300)
         wait_for(
@@ -155,6 +170,7 @@ def test_a_kill_storm_loses_no_acknowledged_order_or_cancel_and_duplicates_no_fi
             timeout=180,
         )
     finally:
+        storm.done.set()
         active.stop()
         standby.stop()
     elapsed = time.monotonic() - started
@@ -162,7 +178,7 @@ def test_a_kill_storm_loses_no_acknowledged_order_or_cancel_and_duplicates_no_fi
     record_figures(
         "kill_storm",
         {
-            "orders_sent": ORDERS,
+            "orders_sent": storm.sent,
             "accounts": ACCOUNTS,
             "kills": len(kill_times),
             "kill_every_s": KILL_EVERY_SECONDS,
@@ -183,6 +199,5 @@ def test_a_kill_storm_loses_no_acknowledged_order_or_cancel_and_duplicates_no_fi
         },
     )
     assert storm.failures == []
-    assert len(kill_times) == KILLS
-    assert len(takeovers) == KILLS
     assert_invariants(placed=storm.placed, cancelled=storm.cancelled)
+    assert (len(kill_times), len(takeovers)) == (KILLS, KILLS)

@@ -155,9 +155,8 @@ def test_terminating_the_web_servers_sessions_mid_flow_surfaces_no_500_and_dupli
     pid = web.process.pid
 
     def fault() -> None:
-        # often, to catch sessions inside a request's transaction
-        for _ in range(TERMINATIONS * 5):
-            time.sleep(TERMINATE_EVERY_SECONDS / 5)
+        for _ in range(TERMINATIONS):
+            time.sleep(TERMINATE_EVERY_SECONDS)
             terminated.append(terminate_backends("faults-sw"))
 
     try:
