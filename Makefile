@@ -11,7 +11,7 @@ PORT ?= 8000
 # Parallel test workers (pytest-xdist); the machine has 2 cores.
 TEST_WORKERS ?= 2
 
-.PHONY: install run test services migrate lint bench-engine
+.PHONY: install run test services migrate lint bench-engine soak
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +49,9 @@ lint: install
 bench-engine: install
 	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
 	$(PY) bench/engine.py
+
+# The fault suite (tests/faults) at full scale: kill storm, double spend, duplicates,
+# cancel/amend storms, session faults; prints the table of docs/reliability.md.
+# Takes long (tens of minutes on 2 cores). `make test` runs the same tests smaller.
+soak: install services
+	$(PY) bench/soak.py --scale full
