@@ -897,3 +897,24 @@ async def test_a_heartbeat_shows_a_client_the_update_it_lost_on_a_quiet_topic_an
     update = await next_frame_of(ws, "update")
     assert (update["seq"], update["data"]["headline"]) == (3, "Rates hold")
     await ws.disconnect()
+
+
+async def test_a_heartbeat_names_a_private_topics_committed_seqs_by_account(
+    market, symbol, alice, alice_account, settings
+):
+    settings.STREAM_HEARTBEAT_SECONDS = 0.2
+    ws = await connect(alice)
+    await ws.send_json_to({"op": "subscribe", "topics": ["orders", "book.XSX:XS01"]})
+    assert [(await ws.receive_json_from())["type"] for _ in range(2)] == [
+        "snapshot",
+        "snapshot",
+    ]
+    await sync_to_async(place_order)(alice, alice_account, "buy", "10")
+    assert (await next_frame_of(ws, "update"))["seq"] == 1
+
+    heartbeat = await next_frame_of(ws, "heartbeat")
+    assert (heartbeat["last_seq"], heartbeat["last_seqs"]) == (
+        {"book.XSX:XS01": 0},
+        {"orders": {str(alice_account.pk): 1}},
+    )
+    await ws.disconnect()
