@@ -12,9 +12,10 @@ account, so their snapshot carries ``seqs`` by account and each update names its
 services as REST.
 
 Fan-out: connections have no channel-layer channel of their own. One
-:class:`~marketdata.stream_hub.Hub` per server process (per event loop) joins the group of every upstream topic a local
-connection follows, receives each message once and hands it to those connections,
-which queue the frame (encoded once per process) in their outbox.
+:class:`~marketdata.stream_hub.Hub` per server process (per event loop) joins the
+group of every upstream topic a local connection follows, receives each message once
+and hands it to those connections, which queue the frame (encoded once per process)
+in their outbox.
 
 Keeping a connection healthy:
 
