@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DB_NAME = "xchange_bench"
+# BENCH_DB_NAME / BENCH_REDIS_URL keep runs on one machine (several checkouts) apart.
+DB_NAME = os.environ.get("BENCH_DB_NAME", "xchange_bench")
 ENV = dict(
     os.environ,
     DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-    REDIS_URL="redis://127.0.0.1:6379/14",
+    REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
     DJANGO_SETTINGS_MODULE="config.settings",
     MATCHER_IN_PROCESS="false",
     LOG_LEVEL="WARNING",

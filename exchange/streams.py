@@ -4,7 +4,9 @@ A topic (``book.XSX:XS01``, ``trades.XSX:XS01``, ``orders.acct.7``) has one
 :class:`~exchange.models.StreamSequence` row, advanced in the transaction that makes
 the change, so the sequence a snapshot carries matches what it shows. Messages are
 handed to the channel layer only after that transaction commits, in order, from a
-single sender per process.
+single sender per process. A failed send is retried a few times, then dropped with
+an error logged; the committed sequence (which stream heartbeats report) lets
+subscribers see the loss and resync.
 """
 
 import asyncio
@@ -22,6 +24,10 @@ from exchange.models import StreamSequence
 logger = logging.getLogger(__name__)
 
 Message = tuple[str, dict[str, Any]]  # (topic, message)
+
+#: Seconds to wait before each retry of a failed channel-layer send (about 1.3 s in
+#: all, during which later messages wait: they must not overtake it).
+PUBLISH_RETRY_DELAYS = (0.05, 0.25, 1.0)
 
 
 def group_name(topic: str) -> str:
@@ -76,6 +82,7 @@ class _Sender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[list[Message]] | None = None
         self._lock = threading.Lock()
+        self._is_layer_up = True
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
@@ -130,10 +137,42 @@ class _Sender:
         while True:
             messages = await self._queue.get()
             for topic, message in messages:
-                try:
-                    await layer.group_send(group_name(topic), message)
-                except Exception:  # a broken layer must not stop later messages
-                    logger.exception("publishing to %s failed", topic)
+                await self._send(layer, topic, message)
+
+    async def _send(self, layer: Any, topic: str, message: dict[str, Any]) -> None:
+        """Send one message, retrying a failed send after each of
+        :data:`PUBLISH_RETRY_DELAYS`; then drop it (logged): its sequence number is
+        committed, so subscribers see the gap (in the next update or heartbeat) and
+        resync. Once a message has been dropped, later ones get one attempt each
+        until a send succeeds again, so a layer that is down cannot build an
+        unbounded backlog here. Retries keep the submission order."""
+        delays = PUBLISH_RETRY_DELAYS if self._is_layer_up else ()
+        for attempt, delay in enumerate((*delays, None), start=1):
+            try:
+                await layer.group_send(group_name(topic), message)
+            except Exception as error:  # a broken layer must not stop later messages
+                if delay is None:
+                    self._is_layer_up = False
+                    logger.error(
+                        "publishing %s seq %s failed %d time(s) (%r); dropped: "
+                        "subscribers resync from the committed sequence",
+                        topic,
+                        message.get("seq"),
+                        attempt,
+                        error,
+                    )
+                    return
+                logger.warning(
+                    "publishing %s seq %s failed (%r); retrying in %s s",
+                    topic,
+                    message.get("seq"),
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                self._is_layer_up = True
+                return
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -11,16 +11,22 @@ account, so their snapshot carries ``seqs`` by account and each update names its
 ``account``. Trading over the socket (``place``, ``cancel``) calls the same OMS
 services as REST.
 
-Fan-out: connections have no channel-layer channel of their own. One :class:`Hub`
-per server process (per event loop) joins the group of every upstream topic a local
-connection follows, receives each message once and hands it to those connections,
-which queue the frame (encoded once per process) in their outbox.
+Fan-out: connections have no channel-layer channel of their own. One
+:class:`~marketdata.stream_hub.Hub` per server process (per event loop) joins the
+group of every upstream topic a local connection follows, receives each message once
+and hands it to those connections, which queue the frame (encoded once per process)
+in their outbox.
 
 Keeping a connection healthy:
 
-- The server sends ``{"type": "heartbeat", "time": ...}`` every
-  ``STREAM_HEARTBEAT_SECONDS`` and closes (code 4408) a connection that has sent
-  nothing for ``STREAM_IDLE_SECONDS``; ``ping`` is answered with ``pong``.
+- The server sends ``{"type": "heartbeat", "time": ..., "last_seq": {...},
+  "last_seqs": {...}}`` every ``STREAM_HEARTBEAT_SECONDS`` and closes (code 4408) a
+  connection that has sent nothing for ``STREAM_IDLE_SECONDS``; ``ping`` is
+  answered with ``pong``. ``last_seq`` (``last_seqs`` by account for topics whose
+  snapshot has ``seqs``) is each subscribed topic's committed sequence as the hub
+  read it a moment ago, or the last one sent if later: above what the client has,
+  an update was lost after commit (a failed send, a flushed Redis) and the client
+  resubscribes; the server then joins the topic's group again before the snapshot.
 - Frames leave through a per-connection outbox drained by a writer task, so a client
   that reads slowly never holds up the hub, the matcher or other clients. At most
   :data:`MAX_OUTSTANDING_BYTES` of updates wait for one connection: past that its
@@ -38,7 +44,6 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from collections import OrderedDict, deque
 from datetime import UTC, datetime
 from typing import Any
@@ -46,13 +51,13 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import ValidationError
 
 from config.api import validation_error_body
-from exchange.streams import attach_event_loop, group_name
+from exchange.streams import attach_event_loop
+from marketdata.stream_hub import heartbeat_seconds, hub
 from marketdata.topics import TOPICS, Snapshot, StreamError, TopicHandler, unknown
 from oms.api import (
     AmendRequestSerializer,
@@ -85,14 +90,8 @@ MAX_OUTSTANDING_BYTES = 1024 * 1024
 MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 #: Updates held for a topic while its snapshot is read (more: read it again).
 MAX_HELD_UPDATES = 1000
-#: The hub re-joins its groups this often (channel-layer group membership expires).
-GROUP_REFRESH_SECONDS = 3600.0
 CLOSE_IDLE = 4408
 CLOSE_TOO_SLOW = 4429
-
-
-def heartbeat_seconds() -> float:
-    return float(settings.STREAM_HEARTBEAT_SECONDS)
 
 
 def idle_seconds() -> float:
@@ -208,150 +207,6 @@ class Outbox:
         return topics
 
 
-#: Longest a group change may take before the hub gives up on it (a stuck Redis
-#: call must never hold the hub's lock, and so every subscribe, forever).
-LAYER_TIMEOUT_SECONDS = 5.0
-
-
-class Hub:
-    """The process's one channel-layer channel for the stream (one per event loop).
-
-    It joins the group of each upstream topic some local connection follows (before
-    that connection reads its snapshot), receives every message once and calls
-    :meth:`StreamConsumer.deliver` of each connection following the topic. It stops
-    when no connection follows anything.
-    """
-
-    def __init__(self, layer: BaseChannelLayer) -> None:
-        self.layer = layer
-        self.channel: str | None = None
-        self.tasks: list[asyncio.Task[None]] = []
-        self.followers: dict[str, set[StreamConsumer]] = {}
-        self.joined: set[str] = set()
-        self.lock = asyncio.Lock()  # group changes, in order
-        self.background: set[asyncio.Task[None]] = set()
-
-    async def follow(self, upstream: str, consumer: "StreamConsumer") -> None:
-        """Deliver ``upstream`` to ``consumer``; returns once the group is joined."""
-        self.followers.setdefault(upstream, set()).add(consumer)
-        if upstream in self.joined:
-            return
-        async with self.lock:
-            if upstream in self.joined or upstream not in self.followers:
-                return
-            if self.channel is None:
-                self.channel = await self.layer.new_channel()
-                self.tasks = [
-                    asyncio.create_task(self._receive(self.channel)),
-                    asyncio.create_task(self._refresh()),
-                ]
-            await asyncio.wait_for(
-                self.layer.group_add(group_name(upstream), self.channel),
-                LAYER_TIMEOUT_SECONDS,
-            )
-            self.joined.add(upstream)
-
-    def forget(self, upstream: str, consumer: "StreamConsumer") -> bool:
-        """Stop delivering to ``consumer``; True if nobody follows ``upstream`` now
-        (then :meth:`leave` it)."""
-        followers = self.followers.get(upstream)
-        if followers is None:
-            return False
-        followers.discard(consumer)
-        if followers:
-            return False
-        del self.followers[upstream]
-        return True
-
-    async def leave(self, upstream: str) -> None:
-        async with self.lock:
-            if upstream in self.followers or upstream not in self.joined:
-                return
-            self.joined.discard(upstream)
-            assert self.channel is not None
-            await asyncio.wait_for(
-                self.layer.group_discard(group_name(upstream), self.channel),
-                LAYER_TIMEOUT_SECONDS,
-            )
-            if not self.followers and not self.joined:
-                self._stop()
-
-    def leave_soon(self, upstream: str) -> None:
-        """:meth:`leave` in a task of its own (kept referenced until it is done)."""
-        task = asyncio.get_running_loop().create_task(self.leave_later(upstream))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-    async def leave_later(self, upstream: str) -> None:
-        """:meth:`leave`, from a task nobody awaits."""
-        try:
-            await self.leave(upstream)
-        except Exception:
-            logger.warning("stream hub: leaving %s failed", upstream, exc_info=True)
-
-    def _stop(self) -> None:
-        self.channel = None
-        for task in self.tasks:
-            task.cancel()
-        self.tasks = []
-
-    async def _receive(self, channel: str) -> None:
-        failures = 0
-        while self.channel == channel:
-            started = time.monotonic()
-            try:
-                message = await self.layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    # The layer turned our cancellation into its own error (redis-py
-                    # can): honour the cancellation, never wait on a new receive.
-                    raise asyncio.CancelledError from error
-                if self.channel != channel:
-                    return  # stopped (some layers raise their own error on cancel)
-                # A lost update shows as a gap, answered by a snapshot. A receive
-                # that waited and then failed (a Redis read timing out while idle)
-                # is retried at once; quick failures back off.
-                if time.monotonic() - started > 1:
-                    logger.debug("stream hub: receive timed out (%r)", error)
-                    continue
-                failures += 1
-                logger.warning("stream hub: receiving failed (%r); retrying", error)
-                await asyncio.sleep(min(5, failures))
-                continue
-            failures = 0
-            upstream: str = message.get("topic", "")
-            for consumer in tuple(self.followers.get(upstream, ())):
-                try:
-                    consumer.deliver(upstream, message)
-                except Exception:  # one connection's fault must not stop the others
-                    logger.exception("stream hub: delivering %s failed", upstream)
-
-    async def _refresh(self) -> None:
-        while True:
-            await asyncio.sleep(GROUP_REFRESH_SECONDS)
-            async with self.lock:
-                for upstream in sorted(self.joined):
-                    assert self.channel is not None
-                    await self.layer.group_add(group_name(upstream), self.channel)
-
-
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]
-_hubs = weakref.WeakKeyDictionary()
-
-
-def hub() -> Hub:
-    loop = asyncio.get_running_loop()
-    found = _hubs.get(loop)
-    if found is None:
-        layer = get_channel_layer()
-        assert layer is not None, "the stream needs a channel layer"
-        found = _hubs[loop] = Hub(layer)
-    return found
-
-
 class StreamConsumer(AsyncJsonWebsocketConsumer):
     # No channel-layer channel per connection: the process's Hub delivers.
     channel_layer_alias = "(none: the stream hub delivers)"
@@ -368,6 +223,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         # topics whose snapshot is being read -> updates held meanwhile (None: too
         # many, read it again)
         self.held: dict[str, list[tuple[str, dict[str, Any]]] | None] = {}
+        # topics whose snapshots carry ``seqs`` (one per upstream) not ``seq``
+        self.keyed: set[str] = set()
         # topics needing a fresh snapshot (a gap, or updates dropped for a slow
         # client): the writer reads them once the outbox is empty
         self.stale: set[str] = set()
@@ -502,11 +359,43 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 return
             if now >= next_beat:
                 if not self.outbox:  # a backed-up client gains nothing from more
-                    self._reply(
-                        {"type": "heartbeat", "time": datetime.now(UTC).isoformat()}
-                    )
+                    self._reply(self._heartbeat())
                 next_beat = now + beat
             await asyncio.sleep(max(0.0, min(next_beat, quiet_until) - now))
+
+    def _heartbeat(self) -> dict[str, Any]:
+        """The heartbeat frame: each subscribed topic's settled committed sequence
+        (or the last sent, if later). Topics whose updates were lost get their
+        groups rejoined (the client resubscribes on seeing the higher sequence).
+        Topics awaiting a snapshot are left out: the snapshot is on its way."""
+        settled = self.hub.settled
+        last_seq: dict[str, int] = {}
+        last_seqs: dict[str, dict[str, int]] = {}
+        lost: list[str] = []
+        for topic, upstreams in self.subscriptions.items():
+            if topic in self.held or topic in self.stale:
+                continue
+            seqs = {}
+            for upstream, sent in upstreams.items():
+                committed = settled.get(upstream, 0)
+                if committed > sent:
+                    lost.append(upstream)
+                seqs[upstream] = max(committed, sent)
+            if topic in self.keyed:
+                last_seqs[topic] = {u.rsplit(".", 1)[1]: s for u, s in seqs.items()}
+            elif seqs:  # one upstream (or several sharing the snapshot's seq)
+                last_seq[topic] = max(seqs.values())
+        if lost:
+            logger.info("stream: %d upstream(s) behind their committed seq", len(lost))
+            self.hub.rejoin_soon(lost)
+        frame: dict[str, Any] = {
+            "type": "heartbeat",
+            "time": datetime.now(UTC).isoformat(),
+            "last_seq": last_seq,
+        }
+        if last_seqs:
+            frame["last_seqs"] = last_seqs
+        return frame
 
     def _error(
         self, error: StreamError, *, message_id: Any = None, topic: str | None = None
@@ -611,6 +500,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         it. The hub joins the groups before the snapshots are read and holds the
         updates that arrive meanwhile; two database round trips for the whole op."""
         new = [topic for topic in topics if topic not in self.subscriptions]
+        await self._rejoin([topic for topic in topics if topic in self.subscriptions])
         found = await database_sync_to_async(self._read_upstreams)(new) if new else {}
         errors = {}
         for topic in topics:
@@ -625,10 +515,25 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                     await self.hub.follow(upstream, self)
         await self._send_snapshots(topics, message_id, errors)
 
+    async def _rejoin(self, topics: list[str]) -> None:
+        """A resubscribe: hold the topics' updates from now on and have the hub join
+        their groups again (their membership may be what was lost), so the snapshot
+        read next is followed by every later update."""
+        if not topics:
+            return
+        for topic in topics:
+            self.held.setdefault(topic, [])
+        upstreams = [u for topic in topics for u in self.subscriptions[topic]]
+        try:
+            await self.hub.rejoin(upstreams)
+        except Exception:  # the snapshot still goes out; the next heartbeat retries
+            logger.warning("stream: rejoining %d group(s) failed", len(upstreams))
+
     async def _unsubscribe(self, topic: str) -> None:
         upstreams = self.subscriptions.pop(topic, {})
         self.held.pop(topic, None)
         self.stale.discard(topic)
+        self.keyed.discard(topic)
         for upstream in upstreams:
             self.routes.pop(upstream, None)
             if self.hub.forget(upstream, self):
@@ -720,6 +625,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             for upstream in upstreams:
                 upstreams[upstream] = snapshot.seqs[upstream.rsplit(".", 1)[1]]
             message["seqs"] = snapshot.seqs
+            self.keyed.add(topic)
         else:
             assert snapshot.seq is not None
             for upstream in upstreams:

@@ -17,6 +17,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections, transaction
 
 from config.asgi import application
+from exchange import streams
 from exchange.models import Trade
 from exchange.selectors import book_snapshot
 from exchange.streams import group_name, stream_advance, stream_message
@@ -790,4 +791,134 @@ async def test_amend_and_cancel_all_over_the_socket(market, symbol, bob, bob_acc
         )
     )()
     assert kinds == [("place", None), ("amend", Decimal("10.10")), ("cancel", None)]
+    await ws.disconnect()
+
+
+# -- a publish that fails after commit -----------------------------------------------
+
+
+class FailingSends:
+    """A test double for the channel layer's ``group_send`` only (the database is
+    untouched): the next ``failures`` sends to ``group`` raise, like a Redis
+    connection dropping; every other send goes through."""
+
+    def __init__(self, monkeypatch, group: str, failures: int) -> None:
+        from channels_redis.core import RedisChannelLayer
+
+        self.group = group
+        self.failures = failures
+        self.failed = 0
+        real = RedisChannelLayer.group_send
+
+        async def group_send(layer, group_, message):
+            if group_ == self.group and self.failed < self.failures:
+                self.failed += 1
+                raise ConnectionError("redis connection lost (test double)")
+            return await real(layer, group_, message)
+
+        monkeypatch.setattr(RedisChannelLayer, "group_send", group_send)
+
+
+def news_item(headline: str):
+    from marketdata.news import news_publish
+
+    return news_publish(
+        source="Wire",
+        headline=headline,
+        acting_user=factories.user(f"editor-{headline}", is_staff=True),
+    )
+
+
+async def next_frame_of(ws, kind: str, timeout: float = 5) -> dict:
+    """The next frame of type ``kind`` (skipping heartbeats and others)."""
+    while True:
+        frame = await ws.receive_json_from(timeout=timeout)
+        if frame["type"] == kind:
+            return frame
+
+
+async def test_a_publish_that_fails_once_after_commit_is_retried_and_delivered(
+    market, monkeypatch, caplog
+):
+    ws = await connect()
+    await ws.send_json_to({"op": "subscribe", "topics": ["news"]})
+    assert (await ws.receive_json_from())["seq"] == 0
+    sends = FailingSends(monkeypatch, "news", failures=1)
+
+    # when the first send of a committed news item fails
+    await sync_to_async(news_item)("Rates unchanged")
+
+    # then the retry delivers it, in sequence, and the failure is logged
+    update = await next_frame_of(ws, "update")
+    assert (update["seq"], update["data"]["headline"]) == (1, "Rates unchanged")
+    assert sends.failed == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "exchange.streams"] == [
+        "publishing news seq 1 failed (ConnectionError('redis connection lost "
+        "(test double)')); retrying in 0.05 s"
+    ]
+    await ws.disconnect()
+
+
+async def test_a_heartbeat_shows_a_client_the_update_it_lost_on_a_quiet_topic_and_a_resubscribe_resyncs_it(
+    market, monkeypatch, settings
+):
+    settings.STREAM_HEARTBEAT_SECONDS = 0.2
+    ws = await connect()
+    await ws.send_json_to({"op": "subscribe", "topics": ["news", "market.XSX"]})
+    assert [(await next_frame_of(ws, "snapshot"))["seq"] for _ in range(2)] == [0, 0]
+    await sync_to_async(news_item)("Rates unchanged")
+    assert (await next_frame_of(ws, "update"))["seq"] == 1
+    # heartbeats report what the client has
+    heartbeat = await next_frame_of(ws, "heartbeat")
+    assert heartbeat["last_seq"] == {"news": 1, "market.XSX": 0}
+
+    # when every send of the next item fails (retries included): it is dropped
+    monkeypatch.setattr(streams, "PUBLISH_RETRY_DELAYS", (0.01, 0.01, 0.01))
+    sends = FailingSends(monkeypatch, "news", failures=4)
+    await sync_to_async(news_item)("Rates cut")
+    while sends.failed < 4:
+        await asyncio.sleep(0.01)
+
+    # then, with no later update on the topic, a heartbeat shows seq 2 > 1
+    while heartbeat["last_seq"]["news"] == 1:
+        heartbeat = await ws.receive_json_from(timeout=5)
+        assert heartbeat["type"] == "heartbeat"
+    assert heartbeat["last_seq"] == {"news": 2, "market.XSX": 0}
+
+    # and the client resubscribes: the snapshot is the database's, at seq 2
+    await ws.send_json_to({"op": "subscribe", "topics": ["news"]})
+    snapshot = await next_frame_of(ws, "snapshot")
+    from marketdata.news import news_snapshot
+
+    expected = await sync_to_async(news_snapshot)()
+    assert (snapshot["seq"], snapshot["data"]) == (expected["seq"], expected["items"])
+    assert [item["headline"] for item in snapshot["data"]] == [
+        "Rates cut",
+        "Rates unchanged",
+    ]
+    # and updates carry on from it
+    await sync_to_async(news_item)("Rates hold")
+    update = await next_frame_of(ws, "update")
+    assert (update["seq"], update["data"]["headline"]) == (3, "Rates hold")
+    await ws.disconnect()
+
+
+async def test_a_heartbeat_names_a_private_topics_committed_seqs_by_account(
+    market, symbol, alice, alice_account, settings
+):
+    settings.STREAM_HEARTBEAT_SECONDS = 0.2
+    ws = await connect(alice)
+    await ws.send_json_to({"op": "subscribe", "topics": ["orders", "book.XSX:XS01"]})
+    assert [(await next_frame_of(ws, "snapshot"))["topic"] for _ in range(2)] == [
+        "orders",
+        "book.XSX:XS01",
+    ]
+    await sync_to_async(place_order)(alice, alice_account, "buy", "10")
+    assert (await next_frame_of(ws, "update"))["seq"] == 1
+
+    heartbeat = await next_frame_of(ws, "heartbeat")
+    assert (heartbeat["last_seq"], heartbeat["last_seqs"]) == (
+        {"book.XSX:XS01": 0},
+        {"orders": {str(alice_account.pk): 1}},
+    )
     await ws.disconnect()

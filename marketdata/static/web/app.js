@@ -2,8 +2,9 @@
  *
  * The pages are complete without this file; it only keeps them current. Each topic
  * starts with a snapshot and continues with updates numbered by `seq` (private
- * topics number per account); on a gap the topic is resubscribed, which makes the
- * server send a fresh snapshot. Decimals are shown exactly as the server sends them.
+ * topics number per account); on a gap, or a heartbeat naming a later seq than the
+ * last received, the topic is resubscribed, which makes the server send a fresh
+ * snapshot. Decimals are shown exactly as the server sends them.
  */
 (function () {
   "use strict";
@@ -381,6 +382,23 @@
     else if (kind === "balances" || kind === "holdings") applyPosition(kind, message.account, data);
   }
 
+  /* A heartbeat names each topic's last committed seq: above ours, an update was
+     lost (on a quiet topic nothing else would show it), so resubscribe. */
+  function onHeartbeat(message) {
+    var last = message.last_seq || {};
+    Object.keys(last).forEach(function (topic) {
+      if (typeof seqs[topic] === "number" && last[topic] > seqs[topic]) resubscribe(topic);
+    });
+    var lasts = message.last_seqs || {};
+    Object.keys(lasts).forEach(function (topic) {
+      var mine = seqs[topic];
+      if (typeof mine !== "object") return;
+      Object.keys(lasts[topic]).forEach(function (key) {
+        if (lasts[topic][key] > (mine[key] || 0)) resubscribe(topic);
+      });
+    });
+  }
+
   function applyMarket(market) {
     document.querySelectorAll('[data-market="' + market.code + '"] [data-field="state"]').forEach(function (el) {
       el.textContent = market.state;
@@ -406,6 +424,7 @@
       try { message = JSON.parse(event.data); } catch (e) { return; }
       if (message.type === "snapshot") onSnapshot(message);
       else if (message.type === "update") onUpdate(message);
+      else if (message.type === "heartbeat") onHeartbeat(message);
       else if (message.type === "error") {
         if (window.console) console.warn("stream error", message.code, message.message);
         if (message.code === "unauthorized" || message.code === "unknown_topic") {
