@@ -1,6 +1,7 @@
 """Market data after a bust or a correction: flagged on the tape, and the summary
 and bars recomputed from the remaining trades in the bust's transaction."""
 
+import threading
 import zoneinfo
 from datetime import datetime
 from decimal import Decimal
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.db import connections
 from django.test import Client
 from django.urls import reverse
 
@@ -15,8 +17,8 @@ from exchange.busts import trade_bust, trade_correct
 from exchange.models import Trade
 from marketdata.models import Candle, SecuritySummary
 from tests import factories
-from tests.conftest import assert_trading_consistent, client_for
-from tests.trading import cross
+from tests.conftest import assert_trading_consistent, client_for, wait_for
+from tests.trading import cross, place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -204,4 +206,79 @@ def test_after_a_correction_the_summary_and_the_web_page_agree_on_last(
         ("00:00", D("12.00"), D("12.00"), D("10.50"), D("10.50"), D(150), 3),
     ]
     assert Trade.objects.get(pk=result.correction.pk).seq == 5
+    assert_trading_consistent()
+
+
+def expected_summary(symbol) -> dict[str, Any]:
+    """The summary figures recomputed by hand from the trades not busted."""
+    trades = list(
+        Trade.objects.filter(symbol=symbol, busted_at__isnull=True).order_by("seq")
+    )
+    prices = [trade.price for trade in trades]
+    return {
+        "last": prices[-1],
+        "open": prices[0],
+        "high": max(prices),
+        "low": min(prices),
+        "volume": sum(trade.quantity for trade in trades),
+        "value_traded": sum(trade.value for trade in trades),
+        "trades": len(trades),
+    }
+
+
+def test_busts_racing_the_matching_worker_leave_market_data_equal_to_the_tape(
+    matcher, symbol, staff, alice_client, alice_account, bob_client, bob_account
+):
+    # given trades booked by the real matching worker, all on one trading day
+    with time_machine.travel(local(2026, 11, 25, 11, 0, 0)):
+        first = [
+            cross(
+                (alice_client, alice_account),
+                (bob_client, bob_account),
+                price=f"{10 + n}.00",
+                quantity="10",
+            )
+            for n in range(4)
+        ]
+        errors: list[Exception] = []
+
+        def bust(trade: Trade) -> None:
+            try:
+                trade_bust(trade=trade, acting_user=staff, reason="Race")
+            except Exception as error:  # reported to the test
+                errors.append(error)
+            finally:
+                connections.close_all()
+
+        # when each is busted on another connection while the worker books more
+        for trade in first:
+            buster = threading.Thread(target=bust, args=(trade,))
+            place(alice_client, alice_account, side="sell", price="9.50", quantity="5")
+            buster.start()
+            place(bob_client, bob_account, side="buy", price="9.50", quantity="5")
+            buster.join(30)
+            assert not buster.is_alive()
+        wait_for(lambda: Trade.objects.filter(symbol=symbol).count() == 8)
+        wait_for(
+            lambda: SecuritySummary.objects.get(symbol=symbol).trades == 4, timeout=20
+        )
+
+    # then the summary and the daily bar are exactly the remaining trades
+    assert errors == []
+    stored = SecuritySummary.objects.get(symbol=symbol)
+    assert {key: getattr(stored, key) for key in SUMMARY_KEYS} == {
+        "last": D("9.50"),
+        "open": D("9.50"),
+        "high": D("9.50"),
+        "low": D("9.50"),
+        "volume": D(20),
+        "value_traded": D("190.00"),
+        "trades": 4,
+    }
+    assert expected_summary(symbol) == {
+        key: getattr(stored, key) for key in SUMMARY_KEYS
+    }
+    assert bars(symbol, "1d") == [
+        ("00:00", D("9.50"), D("9.50"), D("9.50"), D("9.50"), D(20), 4),
+    ]
     assert_trading_consistent()
