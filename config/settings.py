@@ -141,6 +141,9 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-au"
 TIME_ZONE = "UTC"
+#: The operator's time zone (an IANA name): its calendar day is the day of the
+#: daily withdrawal limits. Stored times stay UTC (``TIME_ZONE``).
+OPERATOR_TIMEZONE = env.str("OPERATOR_TIMEZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 

@@ -15,6 +15,7 @@ does not change).
 """
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -37,6 +38,11 @@ from registry.models import Account, Asset, Bucket, JournalEntry, Posting
 from registry.services import RegistryError, User, audit_record, system_account
 
 BalanceKey = tuple[int, int]
+#: ``hook(busted, correction)``, run inside a bust's or correction's transaction
+#: after the ledger entries and the tape's messages; returns messages to publish on
+#: commit. Market data registers one that recomputes the summary and candles.
+BustHook = Callable[[Trade, Trade | None], list[Message]]
+_bust_hooks: list[BustHook] = []
 #: Room left in ``JournalEntry.reason`` (200) for "Correction of trade <id>: ".
 REASON_MAX_LENGTH = 160
 
@@ -71,8 +77,10 @@ def trade_bust(*, trade: Trade, acting_user: User, reason: str) -> BustResult:
     takes back, e.g. the buyer sold the units); nothing is changed then.
 
     Writes audit records (``trade_bust`` on the trade and both orders) naming
-    ``acting_user``. Side effect on commit: publishes both accounts' balances and
-    holdings.
+    ``acting_user``. Runs the bust hooks (market data recomputes the symbol's
+    summary and candles without the trade). Side effects on commit: publishes the
+    busted trade on ``trades.<symbol>`` (``busted: true``), the hooks' messages (the
+    new ticker and candles) and both accounts' balances and holdings.
     """
     reason = _reason(reason)
     with transaction.atomic(durable=True):
@@ -81,12 +89,13 @@ def trade_bust(*, trade: Trade, acting_user: User, reason: str) -> BustResult:
         batch = LedgerBatch(keys)
         _post_bust(batch, trade, reversal, acting_user, reason)
         (entry,) = batch.flush()
-        _mark_busted(trade, entry, acting_user, reason)
-        publish_on_commit(
-            private_messages(
-                orders=[], balances=[batch.balances[key] for key in sorted(keys)]
-            )
+        tape_seq = _tape_seq(trade.symbol)
+        _mark_busted(trade, entry, acting_user, reason, tape_seq)
+        messages = _tape_messages(trade, tape_seq, None)
+        messages += private_messages(
+            orders=[], balances=[batch.balances[key] for key in sorted(keys)]
         )
+        publish_on_commit(messages)
     return BustResult(trade, entry)
 
 
@@ -112,8 +121,9 @@ def trade_correct(
     ``correction_insufficient_balance`` (422: the buyer cannot pay, or the seller
     cannot deliver, after the bust); nothing is changed then.
 
-    Side effects on commit: publishes the new trade on ``trades.<symbol>`` and both
-    accounts' balances and holdings.
+    Side effects on commit: publishes the busted trade (``busted: true``) and then
+    the new one on ``trades.<symbol>``, the bust hooks' messages (ticker, candles)
+    and both accounts' balances and holdings.
     """
     reason = _reason(reason)
     _check_grid(trade.symbol, price, quantity)
@@ -130,10 +140,11 @@ def trade_correct(
         keys.add((fee_account.pk, symbol.currency_id))
         batch = LedgerBatch(keys)
         _post_bust(batch, trade, reversal, acting_user, reason)
+        tape_seq = _tape_seq(symbol)
         correction = _correction_trade(trade, price, quantity)
         _post_correction(batch, correction, fee_account, acting_user, reason)
         bust_entry, correction_entry = batch.flush()
-        _mark_busted(trade, bust_entry, acting_user, reason)
+        _mark_busted(trade, bust_entry, acting_user, reason, tape_seq)
         audit_record(
             actor=acting_user,
             action="trade_correct",
@@ -146,16 +157,42 @@ def trade_correct(
                 "entry": correction_entry.pk,
             },
         )
-        messages: list[Message] = [
-            stream_message(
-                trades_topic(symbol), correction.seq, trade_to_wire(correction)
-            )
-        ]
+        messages = _tape_messages(trade, tape_seq, correction)
         messages += private_messages(
             orders=[], balances=[batch.balances[key] for key in sorted(keys)]
         )
         publish_on_commit(messages)
     return CorrectionResult(trade, bust_entry, correction, correction_entry)
+
+
+def bust_hook_register(hook: BustHook) -> None:
+    """Run ``hook`` in every bust and correction transaction (after the balance and
+    the trades stream locks; it may lock the symbol's market-data rows). Registered
+    at start-up (``AppConfig.ready``) by apps above ``exchange``."""
+    if hook not in _bust_hooks:
+        _bust_hooks.append(hook)
+
+
+def _tape_messages(
+    busted: Trade, tape_seq: int, correction: Trade | None
+) -> list[Message]:
+    """The tape's messages: the busted trade again (``busted: true``) with the next
+    ``trades`` sequence, then the correction if any, then the hooks' messages.
+
+    Precondition: the balance locks are held (stream sequences come after them).
+    The busted trade's notice takes a sequence number of its own, so the trades
+    stream stays gapless while trade ``seq`` values skip it; the audit record of the
+    bust names it (``tape_seq``).
+    """
+    topic = trades_topic(busted.symbol)
+    messages = [stream_message(topic, tape_seq, trade_to_wire(busted))]
+    if correction is not None:
+        messages.append(
+            stream_message(topic, correction.seq, trade_to_wire(correction))
+        )
+    for hook in _bust_hooks:
+        messages += hook(busted, correction)
+    return messages
 
 
 # -- the bust ----------------------------------------------------------------------
@@ -263,14 +300,22 @@ def _post_bust(
         ) from error
 
 
+def _tape_seq(symbol: Symbol) -> int:
+    """The next ``trades`` stream sequence, for a bust's notice on the tape."""
+    topic = trades_topic(symbol)
+    return stream_advance({topic: 1})[topic]
+
+
 def _mark_busted(
-    trade: Trade, entry: JournalEntry, acting_user: User, reason: str
+    trade: Trade, entry: JournalEntry, acting_user: User, reason: str, tape_seq: int
 ) -> None:
+    """Record the bust on the trade and in the audit trail (with ``tape_seq``, the
+    sequence of its notice on the trades stream)."""
     trade.busted_at = timezone.now()
     trade.busted_by_id = _user_id(acting_user)
     trade.bust_reason = reason
     trade.save(update_fields=["busted_at", "busted_by", "bust_reason"])
-    changes = {"trade": trade.pk, "entry": entry.pk}
+    changes = {"trade": trade.pk, "entry": entry.pk, "tape_seq": tape_seq}
     audit_record(
         actor=acting_user,
         action="trade_bust",

@@ -15,4 +15,6 @@ def trade_to_wire(trade: Trade) -> dict[str, Any]:
         "quantity": str(symbol.asset.quantize(trade.quantity)),
         "aggressor_side": trade.aggressor_side,
         "executed_at": trade.executed_at.isoformat(),
+        # A busted trade stays on the tape, flagged; market data excludes it.
+        "busted": trade.busted_at is not None,
     }

@@ -7,9 +7,19 @@ class MarketdataConfig(AppConfig):
 
     def ready(self) -> None:
         # Wiring only: the matching worker folds each batch into summaries and
-        # candles; the stream topic handlers register on import.
+        # candles, a bust recomputes them; the stream topic handlers register on
+        # import.
+        from exchange.busts import bust_hook_register
         from exchange.matching import batch_hook_register
-        from marketdata import depth, news, prices, scans, watchlists  # noqa: F401
+        from marketdata import (  # noqa: F401
+            bust_prices,
+            depth,
+            news,
+            prices,
+            scans,
+            watchlists,
+        )
 
         batch_hook_register(prices.prices_apply)
         batch_hook_register(depth.depth_apply)
+        bust_hook_register(bust_prices.prices_after_bust)

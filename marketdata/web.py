@@ -20,8 +20,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from exchange.models import Market, Symbol, Trade
+from exchange.models import Market, Symbol
 from exchange.selectors import book_snapshot, symbol_find, trades_snapshot
+from marketdata.models import SecuritySummary
 from oms.models import OPEN_STATUSES, Order
 from oms.services import OrderError, OrderSpec, order_cancel, order_place
 from oms.wire import order_to_wire
@@ -286,10 +287,10 @@ def trade(request: HttpRequest, identifier: str) -> HttpResponse:
 
     book = book_snapshot(symbol, BOOK_DEPTH)
     trades = trades_snapshot(symbol, RECENT_TRADES)["trades"]
+    # The summary's last (busted trades excluded), the same figure as REST's.
     last = (
-        Trade.objects.filter(symbol=symbol)
-        .order_by("-seq")
-        .values_list("price", flat=True)
+        SecuritySummary.objects.filter(symbol=symbol)
+        .values_list("last", flat=True)
         .first()
     )
     trading_ids = {a.pk for a in tradable}

@@ -31,6 +31,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
+from registry.admin_limits import WithdrawalLimitInline, withdrawal_limits_save
 from registry.models import (
     AMOUNT,
     Account,
@@ -41,6 +42,7 @@ from registry.models import (
     JournalEntry,
     Posting,
     Transfer,
+    WithdrawalLimit,
 )
 from registry.selectors import positions_as_at
 from registry.services import (
@@ -482,7 +484,7 @@ class AccountAdmin(admin.ModelAdmin):
     def get_inlines(self, request: HttpRequest, obj: Account | None) -> list[Any]:
         if obj is None:
             return [AccountAccessInline]
-        return [AccountAccessInline, BalanceInline]
+        return [AccountAccessInline, WithdrawalLimitInline, BalanceInline]
 
     def get_fields(
         self, request: HttpRequest, obj: Account | None = None
@@ -497,7 +499,6 @@ class AccountAdmin(admin.ModelAdmin):
             "currency",
             "fee_group",
             "trade_unsettled_proceeds",
-            "daily_withdrawal_limit",
             "created_at",
         )
 
@@ -538,6 +539,9 @@ class AccountAdmin(admin.ModelAdmin):
     def save_formset(
         self, request: HttpRequest, form: BaseForm, formset: Any, change: bool
     ) -> None:
+        if formset.model is WithdrawalLimit:
+            withdrawal_limits_save(formset, request.user)
+            return
         if formset.model is not AccountAccess:
             super().save_formset(request, form, formset, change)
             return

@@ -9,6 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from django.db import connection
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from config.db import bulk_update_rows
@@ -74,60 +77,82 @@ class _PendingEntry:
 
 
 def balances_lock(keys: Iterable[BalanceKey]) -> dict[BalanceKey, Balance]:
-    """Lock the balances of ``keys`` (creating missing rows) in (account, asset) order.
+    """Lock exactly the balances of ``keys``, creating missing rows, in one order.
 
-    Precondition: inside a transaction. The fixed order is what keeps concurrent
-    writers (order entry, matching workers, transfers) free of deadlocks. The
-    common case, where every row exists, is one ``SELECT ... FOR UPDATE``.
+    Precondition: inside a transaction. Lock order: every balance row, existing or
+    new, is locked in ascending (account_id, asset_id) order, and only the pairs
+    asked for (never the accounts x assets cross product). Two statements, always:
+
+    1. ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` creates the missing rows
+       (in the same order; ``allow_negative`` from the account's kind). A new row
+       is held by its inserter until commit, so inserting before locking keeps a
+       concurrent creator of the same pair waiting *before* it locks anything;
+    2. one ordered ``SELECT ... FOR UPDATE`` locks every wanted row.
+
+    The fixed order is what keeps concurrent writers (order entry, matching
+    workers, transfers) free of deadlocks.
     """
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    locked = _select_for_update(wanted)
-    missing = [key for key in wanted if key not in locked]
-    if missing:
-        account_ids = {account_id for account_id, _ in missing}
-        system_ids = set(
-            Account.objects.filter(pk__in=account_ids)
-            .exclude(kind=Account.Kind.CLIENT)
-            .values_list("pk", flat=True)
-        )
-        Balance.objects.bulk_create(
-            [
-                Balance(
-                    account_id=account_id,
-                    asset_id=asset_id,
-                    allow_negative=account_id in system_ids,
-                )
-                for account_id, asset_id in missing
-            ],
-            ignore_conflicts=True,
-        )
-        locked.update(_select_for_update(missing))
-    return locked
-
-
-def _select_for_update(keys: list[BalanceKey]) -> dict[BalanceKey, Balance]:
-    account_ids = {account_id for account_id, _ in keys}
-    asset_ids = {asset_id for _, asset_id in keys}
+    _create_missing(wanted)
     rows = (
         Balance.objects.select_for_update(of=("self",))
         .select_related("asset")
-        .filter(account_id__in=account_ids, asset_id__in=asset_ids)
+        .filter(_pairs_condition(wanted))
         .order_by("account_id", "asset_id")
     )
-    wanted = set(keys)
-    return {
-        (balance.account_id, balance.asset_id): balance
-        for balance in rows
-        if (balance.account_id, balance.asset_id) in wanted
-    }
+    return {(balance.account_id, balance.asset_id): balance for balance in rows}
+
+
+def _pairs_sql(keys: list[BalanceKey]) -> tuple[str, list[int]]:
+    """``VALUES (%s, %s), ...`` of ``keys`` (columns ``column1``, ``column2``)."""
+    params = [part for key in keys for part in key]
+    return "VALUES " + ", ".join(["(%s, %s)"] * len(keys)), params
+
+
+def _pairs_condition(keys: list[BalanceKey]) -> RawSQL:
+    """``(account_id, asset_id) IN (VALUES ...)``: exactly these pairs."""
+    table = connection.ops.quote_name(Balance._meta.db_table)
+    values, params = _pairs_sql(keys)
+    return RawSQL(  # noqa: S611 (identifiers and placeholders, not input)
+        f"({table}.account_id, {table}.asset_id) IN ({values})",
+        params,
+        output_field=BooleanField(),
+    )
+
+
+def _create_missing(keys: list[BalanceKey]) -> None:
+    """Insert a zero balance for each of ``keys`` that has none, in key order.
+
+    System (non-client) accounts may go negative. Existing rows are filtered out
+    before the insert so that no id is drawn from the sequence for them.
+    """
+    quote = connection.ops.quote_name
+    balance = quote(Balance._meta.db_table)
+    account = quote(Account._meta.db_table)
+    values, params = _pairs_sql(keys)
+    updated_at = Balance._meta.get_field("updated_at")
+    now = updated_at.get_db_prep_value(timezone.now(), connection)
+    sql = (
+        f"INSERT INTO {balance} (account_id, asset_id, available, held, "  # noqa: S608 (identifiers, not input)
+        "unsettled, cost, allow_negative, updated_at) "
+        "SELECT v.column1, v.column2, 0, 0, 0, 0, a.kind <> %s, %s "
+        f"FROM ({values}) AS v JOIN {account} AS a ON a.id = v.column1 "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {balance} AS b "
+        "WHERE b.account_id = v.column1 AND b.asset_id = v.column2) "
+        "ORDER BY v.column1, v.column2 "
+        "ON CONFLICT (account_id, asset_id) DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [Account.Kind.CLIENT.value, now, *params])
 
 
 class LedgerBatch:
     """Journal entries posted against a set of locked balances, written at ``flush``.
 
-    Create it inside a transaction with every balance key the batch may touch; each
+    Create it inside a transaction with every balance key the batch may touch (it
+    locks exactly those, see :func:`balances_lock` for the order); each
     ``post`` checks that the entry balances per asset and that no client bucket goes
     negative, and updates the in-memory balances; ``flush`` writes entries, postings
     and balances in three bulk statements.
@@ -211,7 +236,6 @@ class LedgerBatch:
                 Line(account_id, asset_id, Bucket.AVAILABLE, Decimal(0), delta)
             )
         self.balances[(account_id, asset_id)].cost += delta
-        self._dirty.add((account_id, asset_id))
         self._dirty.add((account_id, asset_id))
 
     def flush(self) -> list[JournalEntry]:

@@ -107,16 +107,6 @@ class Account(models.Model):
         max_length=16, choices=Status.choices, default=Status.ACTIVE
     )
     currency = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
-    #: The most that may be withdrawn per calendar day (in the operator's time zone,
-    #: ``settings.TIME_ZONE``), in the account currency; null means no limit.
-    daily_withdrawal_limit = models.DecimalField(
-        **AMOUNT,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(Decimal(0))],
-        help_text="Per day in the operator's time zone, in the account currency; "
-        "empty for no limit.",
-    )
     users = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="AccountAccess", related_name="accounts"
     )
@@ -135,13 +125,6 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["number"]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(daily_withdrawal_limit__isnull=True)
-                | Q(daily_withdrawal_limit__gte=0),
-                name="account_daily_withdrawal_limit_not_negative",
-            )
-        ]
 
     def __str__(self) -> str:
         return f"{self.number} {self.name}"
@@ -149,6 +132,39 @@ class Account(models.Model):
     @property
     def is_system(self) -> bool:
         return self.kind != self.Kind.CLIENT
+
+
+class WithdrawalLimit(models.Model):
+    """The most an account may withdraw of one asset per operator day.
+
+    The day is the calendar day in ``settings.OPERATOR_TIMEZONE``; pending and
+    completed withdrawals of that asset count, those of other assets do not. An
+    asset with no row has no limit.
+    """
+
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="withdrawal_limits"
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    daily_limit = models.DecimalField(
+        **AMOUNT,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Per day in the operator's time zone, in this asset.",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "asset"], name="withdrawal_limit_unique_asset"
+            ),
+            models.CheckConstraint(
+                condition=Q(daily_limit__gte=0),
+                name="withdrawal_limit_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.number} {self.asset}: {self.daily_limit} a day"
 
 
 class AccountAccess(models.Model):

@@ -11,9 +11,10 @@ record naming the acting user.
   at once; a staff user other than the requester approves it (held -> the operator's
   omnibus account) or rejects it (hold released), or the client cancels it (hold
   released). This is the maker-checker rule: nobody approves their own request.
-- Per-account daily withdrawal limits (``Account.daily_withdrawal_limit``, in the
-  account currency) count today's pending and completed withdrawals, where "today"
-  is the calendar day in the operator's time zone, ``settings.TIME_ZONE``.
+- Daily withdrawal limits are per account and asset (``WithdrawalLimit``): they
+  count today's pending and completed withdrawals of that asset only, where
+  "today" is the calendar day in the operator's time zone,
+  ``settings.OPERATOR_TIMEZONE`` (an asset with no limit row has no limit).
 
 Idempotency: every request carries a key, unique per requesting user. The same user
 sending the same key and the same request again gets the original transfer back
@@ -52,6 +53,7 @@ from registry.models import (
     Bucket,
     JournalEntry,
     Transfer,
+    WithdrawalLimit,
 )
 from registry.services import (
     RegistryError,
@@ -322,7 +324,7 @@ def withdrawal_request(
     ``RegistryError``: ``account_not_found`` (404: no access), ``account_forbidden``
     (403: a viewer), ``staff_only`` (403), ``not_a_currency``, ``invalid_amount``,
     ``too_precise``, ``not_a_client_account`` (400), ``account_inactive``,
-    ``daily_limit_exceeded``, ``daily_limit_currency``, ``insufficient_funds``
+    ``daily_limit_exceeded``, ``insufficient_funds``
     (422), and the idempotency errors. On any error nothing is stored or held.
     """
     if on_behalf:
@@ -502,19 +504,22 @@ def _release(
 
 
 def operator_day(moment: datetime) -> tuple[datetime, datetime]:
-    """The calendar day containing ``moment`` in ``settings.TIME_ZONE``: [start, end)."""
-    zone = ZoneInfo(settings.TIME_ZONE)
+    """The calendar day containing ``moment`` in ``settings.OPERATOR_TIMEZONE``:
+    [start, end), aware datetimes (a DST day is 23 or 25 hours long)."""
+    zone = ZoneInfo(settings.OPERATOR_TIMEZONE)
     day = moment.astimezone(zone).date()
     start = datetime.combine(day, time.min, tzinfo=zone)
     end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
     return start, end
 
 
-def withdrawn_today(account: Account, moment: datetime) -> Decimal:
-    """Pending plus completed withdrawals of ``account`` on ``moment``'s operator day."""
+def withdrawn_today(account: Account, asset: Asset, moment: datetime) -> Decimal:
+    """Pending plus completed withdrawals of ``asset`` from ``account`` on
+    ``moment``'s operator day."""
     start, end = operator_day(moment)
     total = Transfer.objects.filter(
         account=account,
+        asset=asset,
         kind=Transfer.Kind.WITHDRAWAL,
         status__in=[Transfer.Status.PENDING, Transfer.Status.COMPLETED],
         created_at__gte=start,
@@ -526,20 +531,19 @@ def withdrawn_today(account: Account, moment: datetime) -> Decimal:
 def _check_daily_limit(
     account: Account, asset: Asset, amount: Decimal, now: datetime
 ) -> None:
-    """Precondition: the account row is locked (no concurrent withdrawal request)."""
-    limit = account.daily_withdrawal_limit
+    """Refuse ``amount`` if it would pass the account's daily limit of ``asset``.
+
+    Precondition: the account row is locked (no concurrent withdrawal request).
+    Raises ``RegistryError`` ``daily_limit_exceeded`` (422).
+    """
+    limit = (
+        WithdrawalLimit.objects.filter(account=account, asset=asset)
+        .values_list("daily_limit", flat=True)
+        .first()
+    )
     if limit is None:
         return
-    if asset.pk != account.currency_id:
-        # The limit is in the account currency and there is no conversion rate.
-        raise RegistryError(
-            f"Account {account.number} has a daily withdrawal limit in "
-            f"{account.currency.code}; it cannot withdraw {asset.code}.",
-            code="daily_limit_currency",
-            field="asset",
-            status=422,
-        )
-    remaining = max(limit - withdrawn_today(account, now), Decimal(0))
+    remaining = max(limit - withdrawn_today(account, asset, now), Decimal(0))
     if amount > remaining:
         raise RegistryError(
             f"The daily withdrawal limit of {asset.quantize(limit)} {asset.code} "

@@ -166,6 +166,20 @@ def balance_of(account, asset: Asset) -> Balance:
     return Balance.objects.get(account=account, asset=asset)
 
 
+def bust_notice_seqs(symbol_id: int) -> list[int]:
+    """The ``trades`` stream sequences the symbol's busts took (their audit
+    records name them)."""
+    from exchange.models import Trade
+    from registry.models import AuditRecord
+
+    busted = Trade.objects.filter(symbol_id=symbol_id, busted_at__isnull=False)
+    ids = [str(pk) for pk in busted.values_list("pk", flat=True)]
+    records = AuditRecord.objects.filter(
+        action="trade_bust", object_type="exchange.trade", object_id__in=ids
+    )
+    return [record.changes["tape_seq"] for record in records]
+
+
 def assert_trading_consistent() -> None:
     """The invariants of DESIGN.md over everything in the database."""
     from collections import defaultdict
@@ -201,6 +215,8 @@ def assert_trading_consistent() -> None:
             .order_by("seq")
             .values_list("seq", flat=True)
         )
+        # the trades stream is gapless: trades and the busts' notices on the tape
+        seqs = sorted([*seqs, *bust_notice_seqs(symbol_id)])
         assert seqs == list(range(1, len(seqs) + 1))
         resting = Order.objects.filter(symbol_id=symbol_id, status__in=RESTING_STATUSES)
         best_bid = resting.filter(side="buy").aggregate(p=Max("price"))["p"]

@@ -218,16 +218,26 @@ def test_a_bust_reverses_both_sides_exactly_with_fees_and_cost(
             ("oms.order", str(second.sell_order_id), staff.pk, reason),
         ]
     )
+    # the busted trade (flagged) on the tape, the recomputed ticker and bars, and
     # both accounts' balances and holdings are published on commit
     (messages,) = published
     topics = sorted(topic for topic, _ in messages)
     assert topics == sorted(
         [
+            "trades.XSX:XS01",
+            "ticker.XSX:XS01",
+            *(f"candles.XSX:XS01.{i}" for i in ("1m", "5m", "15m", "30m", "1h", "1d")),
             f"balances.acct.{bob_account.pk}",
             f"holdings.acct.{bob_account.pk}",
             f"balances.acct.{carol_account.pk}",
             f"holdings.acct.{carol_account.pk}",
         ]
+    )
+    notice = dict(messages)["trades.XSX:XS01"]
+    assert (notice["seq"], notice["data"]["id"], notice["data"]["busted"]) == (
+        3,
+        second.pk,
+        True,
     )
     carol_holding = dict(messages)[f"holdings.acct.{carol_account.pk}"]["data"]
     assert (carol_holding["quantity"], carol_holding["cost"]) == ("100", "1001.0000")
@@ -388,7 +398,7 @@ def test_a_correction_busts_and_rebooks_at_the_corrected_price(
         correction.aggressor_side,
     ) == (
         second.pk,
-        3,
+        4,  # 3 is the bust's notice on the tape
         Decimal("11.00"),
         Decimal(40),
         Decimal("440.00"),
@@ -415,10 +425,10 @@ def test_a_correction_busts_and_rebooks_at_the_corrected_price(
         staff,
     )
     tape = bob_client.get("/api/v1/symbols/XSX:XS01/trades").json()["results"]
-    assert [(t["seq"], t["price"], t["quantity"]) for t in tape] == [
-        (3, "11.00", "40"),
-        (2, "12.00", "40"),
-        (1, "10.00", "100"),
+    assert [(t["seq"], t["price"], t["quantity"], t["busted"]) for t in tape] == [
+        (4, "11.00", "40", False),
+        (2, "12.00", "40", True),
+        (1, "10.00", "100", False),
     ]
     assert AuditRecord.objects.filter(
         action="trade_correct", object_id=str(correction.pk), actor=staff

@@ -8,7 +8,7 @@ from django.contrib.admin import helpers
 from django.test import Client
 from django.urls import reverse
 
-from registry.models import Account, AuditRecord, Transfer
+from registry.models import Account, AuditRecord, Transfer, WithdrawalLimit
 from registry.transfers import withdrawal_request
 from tests import factories
 from tests.conftest import assert_trading_consistent, balance_of
@@ -139,45 +139,67 @@ def test_a_refused_staff_withdrawal_shows_the_error_and_changes_nothing(
     assert registry_state() == state
 
 
-def test_the_daily_limit_is_editable_on_the_account_page_and_audited(
+def with_limit_row(data, asset, daily_limit):
+    """The change form's body with one more withdrawal-limit row."""
+    index = int(data["withdrawal_limits-TOTAL_FORMS"])
+    data[f"withdrawal_limits-{index}-asset"] = str(asset.pk)
+    data[f"withdrawal_limits-{index}-daily_limit"] = daily_limit
+    data["withdrawal_limits-TOTAL_FORMS"] = str(index + 1)
+    return data
+
+
+def test_a_daily_limit_per_asset_is_set_on_the_account_page_and_audited(
     admin_client, admin_user, alice_account
 ):
+    aud = alice_account.currency
     change = url("account_change", alice_account.pk)
-    data = change_form_data(admin_client.get(change))
-    data["daily_withdrawal_limit"] = "500.00"
+    data = with_limit_row(change_form_data(admin_client.get(change)), aud, "500.00")
 
     response = admin_client.post(change, data)
 
     assert response.status_code == 302
-    alice_account.refresh_from_db()
-    assert alice_account.daily_withdrawal_limit == Decimal("500.00")
+    assert list(
+        WithdrawalLimit.objects.filter(account=alice_account).values_list(
+            "asset__code", "daily_limit"
+        )
+    ) == [("AUD", Decimal("500.00"))]
     record = AuditRecord.objects.filter(actor=admin_user).get()
-    assert (record.action, record.changes) == (
-        "account_change",
-        {"daily_withdrawal_limit": [None, "500.00"]},
+    assert (record.action, record.object_id, record.changes) == (
+        "withdrawal_limit_change",
+        str(alice_account.pk),
+        {"AUD": [None, "500.00"]},
     )
     over = admin_client.post(
         url("account_withdraw", alice_account.pk),
-        {"asset": alice_account.currency.pk, "amount": "500.01"},
+        {"asset": aud.pk, "amount": "500.01"},
     )
     assert over.context["form"].errors == {
         "amount": ["The daily withdrawal limit of 500.00 AUD leaves 500.00 AUD today."]
     }
 
 
-def test_a_negative_daily_limit_is_a_form_error(admin_client, alice_account):
+def test_a_negative_or_too_precise_daily_limit_is_a_form_error(
+    admin_client, alice_account
+):
     change = url("account_change", alice_account.pk)
-    data = change_form_data(admin_client.get(change))
-    data["daily_withdrawal_limit"] = "-1"
+    aud = alice_account.currency
+    negative = with_limit_row(change_form_data(admin_client.get(change)), aud, "-1")
+    precise = with_limit_row(change_form_data(admin_client.get(change)), aud, "1.001")
 
-    response = admin_client.post(change, data)
+    responses = [admin_client.post(change, data) for data in (negative, precise)]
 
-    assert response.status_code == 200
-    assert response.context["adminform"].form.errors == {
-        "daily_withdrawal_limit": ["Ensure this value is greater than or equal to 0."]
-    }
-    alice_account.refresh_from_db()
-    assert alice_account.daily_withdrawal_limit is None
+    errors = [
+        [form.errors for form in inline.formset.forms]
+        for response in responses
+        for inline in response.context["inline_admin_formsets"]
+        if inline.formset.model is WithdrawalLimit
+    ]
+    assert errors == [
+        [{"daily_limit": ["The daily limit must be zero or more."]}],
+        [{"daily_limit": ["1.001 has more than 2 decimal places."]}],
+    ]
+    assert not WithdrawalLimit.objects.exists()
+    assert not AuditRecord.objects.filter(action="withdrawal_limit_change").exists()
 
 
 # Deciding: maker-checker ------------------------------------------------------------

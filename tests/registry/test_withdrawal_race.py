@@ -15,7 +15,7 @@ import pytest
 from django.db import connections
 
 from oms.services import OrderError, OrderSpec, PlaceResult, order_place
-from registry.models import Account, Transfer
+from registry.models import Account, Transfer, WithdrawalLimit
 from registry.services import RegistryError
 from registry.transfers import (
     TransferResult,
@@ -186,10 +186,11 @@ def test_concurrent_duplicates_of_one_request_make_one_withdrawal(alice, alice_a
 
 
 def test_a_daily_limit_holds_under_concurrent_requests(alice, alice_account):
-    Account.objects.filter(pk=alice_account.pk).update(
-        daily_withdrawal_limit=Decimal("550.00")
+    WithdrawalLimit.objects.create(
+        account=alice_account,
+        asset=alice_account.currency,
+        daily_limit=Decimal("550.00"),
     )
-    alice_account.refresh_from_db()
 
     results = run_concurrently(
         THREADS,

@@ -11,7 +11,13 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application
 from rest_framework.test import APIClient
 
-from registry.models import Account, AccountAccess, AuditRecord, Transfer
+from registry.models import (
+    Account,
+    AccountAccess,
+    AuditRecord,
+    Transfer,
+    WithdrawalLimit,
+)
 from registry.services import RegistryError
 from registry.transfers import (
     cash_deposit,
@@ -634,8 +640,14 @@ def test_an_anonymous_caller_is_refused(client, alice_account):
 # Daily limits -----------------------------------------------------------------------
 
 
-def set_limit(account, limit):
-    Account.objects.filter(pk=account.pk).update(daily_withdrawal_limit=limit)
+def set_limit(account, limit, asset=None):
+    asset = asset or account.currency
+    if limit is None:
+        WithdrawalLimit.objects.filter(account=account, asset=asset).delete()
+    else:
+        WithdrawalLimit.objects.update_or_create(
+            account=account, asset=asset, defaults={"daily_limit": limit}
+        )
 
 
 def test_the_daily_limit_allows_exactly_up_to_the_limit(alice_client, alice_account):
@@ -699,30 +711,62 @@ def test_the_day_is_the_operators_calendar_day_across_midnight(
     settings, alice_client, alice_account
 ):
     # Sydney is UTC+11 in March: both moments fall on 10 March in UTC, but
-    # the operator's day changes between them.
-    settings.TIME_ZONE = "Australia/Sydney"
+    # the operator's day changes between them. Stored times stay UTC.
+    settings.OPERATOR_TIMEZONE = "Australia/Sydney"
+    assert settings.TIME_ZONE == "UTC"
     set_limit(alice_account, Decimal("1000.00"))
     before_midnight = datetime(2026, 3, 10, 12, 59, 59, tzinfo=UTC)  # 23:59:59
     after_midnight = datetime(2026, 3, 10, 13, 0, 0, tzinfo=UTC)  # 00:00:00
 
     with time_machine.travel(before_midnight, tick=False):
-        assert (
-            withdraw(alice_client, alice_account, "a", amount="1000.00").status_code
-            == 201
-        )
-        late = withdraw(alice_client, alice_account, "b", amount="0.01")
+        first = withdraw(alice_client, alice_account, "a", amount="999.99")
+        late = withdraw(alice_client, alice_account, "b", amount="0.02")
     with time_machine.travel(after_midnight, tick=False):
         next_day = withdraw(alice_client, alice_account, "c", amount="1000.00")
         over = withdraw(alice_client, alice_account, "d", amount="0.01")
 
-    assert (late.status_code, late.json()["code"]) == (422, "daily_limit_exceeded")
+    assert first.status_code == 201
+    assert late.json() == {
+        "code": "daily_limit_exceeded",
+        "message": "The daily withdrawal limit of 1000.00 AUD leaves 0.01 AUD today.",
+        "field": "amount",
+    }
     assert next_day.status_code == 201, next_day.json()
     assert next_day.json()["created_at"] == "2026-03-10T13:00:00+00:00"
-    assert (over.status_code, over.json()["code"]) == (422, "daily_limit_exceeded")
+    assert over.json()["message"] == (
+        "The daily withdrawal limit of 1000.00 AUD leaves 0.00 AUD today."
+    )
+    assert cash(alice_account) == (Decimal("8000.01"), Decimal("1999.99"))
 
 
-def test_in_utc_the_same_moments_are_one_day(settings, alice_client, alice_account):
-    settings.TIME_ZONE = "UTC"
+def test_the_operator_day_is_25_hours_long_when_daylight_saving_ends(
+    settings, alice_client, alice_account
+):
+    # Sydney leaves daylight saving on 5 April 2026 (03:00 AEDT -> 02:00 AEST):
+    # that day runs from 4 April 13:00 UTC to 5 April 14:00 UTC.
+    settings.OPERATOR_TIMEZONE = "Australia/Sydney"
+    set_limit(alice_account, Decimal("100.00"))
+    moments = {
+        "a": datetime(2026, 4, 4, 12, 59, 59, tzinfo=UTC),  # 4 April, 23:59:59
+        "b": datetime(2026, 4, 4, 13, 0, 0, tzinfo=UTC),  # 5 April, 00:00 AEDT
+        "c": datetime(2026, 4, 5, 13, 59, 59, tzinfo=UTC),  # 5 April, 23:59:59 AEST
+        "d": datetime(2026, 4, 5, 14, 0, 0, tzinfo=UTC),  # 6 April, 00:00
+    }
+    amounts = {"a": "100.00", "b": "60.00", "c": "40.01", "d": "100.00"}
+    codes = {}
+    for key, moment in moments.items():
+        with time_machine.travel(moment, tick=False):
+            response = withdraw(alice_client, alice_account, key, amount=amounts[key])
+        codes[key] = response.status_code
+
+    assert codes == {"a": 201, "b": 201, "c": 422, "d": 201}
+    assert cash(alice_account) == (Decimal("9740.00"), Decimal("260.00"))
+
+
+def test_with_utc_as_the_operator_zone_the_same_moments_are_one_day(
+    settings, alice_client, alice_account
+):
+    settings.OPERATOR_TIMEZONE = "UTC"
     set_limit(alice_account, Decimal("1000.00"))
 
     with time_machine.travel(datetime(2026, 3, 10, 12, 59, 59, tzinfo=UTC), tick=False):
@@ -736,24 +780,56 @@ def test_in_utc_the_same_moments_are_one_day(settings, alice_client, alice_accou
     )
 
 
-def test_with_a_limit_only_the_account_currency_can_be_withdrawn(alice, alice_account):
+def test_limits_are_per_asset_and_other_assets_do_not_count(alice, alice_account):
+    # given 500.00 USD besides the AUD, a 100.00 AUD and a 30.00 USD daily limit
     usd = factories.currency("USD")
     cash_deposit(
-        account=alice_account, asset=usd, amount=Decimal("50.00"), acting_user=None
+        account=alice_account, asset=usd, amount=Decimal("500.00"), acting_user=None
     )
-    set_limit(alice_account, Decimal("1000.00"))
+    set_limit(alice_account, Decimal("100.00"))
+    set_limit(alice_account, Decimal("30.00"), asset=usd)
+    alice_client = client_for(alice)
+
+    # when AUD 100.00 and USD 30.00 are withdrawn on one day
+    aud_full = withdraw(alice_client, alice_account, "a", amount="100.00")
+    usd_full = withdraw(alice_client, alice_account, "b", asset="USD", amount="30.00")
     state = registry_state()
+    usd_over = withdraw(alice_client, alice_account, "c", asset="USD", amount="0.01")
+    aud_over = withdraw(alice_client, alice_account, "d", amount="0.01")
 
-    response = withdraw(client_for(alice), alice_account, asset="USD", amount="1.00")
-
-    assert response.status_code == 422
-    assert response.json() == {
-        "code": "daily_limit_currency",
-        "message": f"Account {alice_account.number} has a daily withdrawal limit in "
-        "AUD; it cannot withdraw USD.",
-        "field": "asset",
+    # then each limit counted only its own asset
+    assert (aud_full.status_code, usd_full.status_code) == (201, 201)
+    assert usd_over.json() == {
+        "code": "daily_limit_exceeded",
+        "message": "The daily withdrawal limit of 30.00 USD leaves 0.00 USD today.",
+        "field": "amount",
     }
+    assert aud_over.json()["message"] == (
+        "The daily withdrawal limit of 100.00 AUD leaves 0.00 AUD today."
+    )
     assert registry_state() == state
+    usd_balance = balance_of(alice_account, usd)
+    assert (usd_balance.available, usd_balance.held) == (
+        Decimal("470.00"),
+        Decimal("30.00"),
+    )
+
+
+def test_an_asset_without_a_limit_is_not_limited_by_another_assets_limit(
+    alice, alice_account
+):
+    usd = factories.currency("USD")
+    cash_deposit(
+        account=alice_account, asset=usd, amount=Decimal("500.00"), acting_user=None
+    )
+    set_limit(alice_account, Decimal("10.00"))
+
+    usd_withdrawal = withdraw(
+        client_for(alice), alice_account, "a", asset="USD", amount="500.00"
+    )
+    aud_withdrawal = withdraw(client_for(alice), alice_account, "b", amount="10.00")
+
+    assert (usd_withdrawal.status_code, aud_withdrawal.status_code) == (201, 201)
 
 
 # Listing ----------------------------------------------------------------------------
@@ -807,3 +883,14 @@ def test_an_anonymous_cancel_is_refused_even_for_an_account_nobody_may_access(
     assert (refused.value.code, refused.value.status) == ("not_authenticated", 401)
     assert Transfer.objects.get(pk=transfer_id).status == Transfer.Status.PENDING
     assert registry_state() == state
+
+
+def test_an_unknown_operator_timezone_fails_the_system_check(settings):
+    from registry.checks import check_operator_timezone
+
+    settings.OPERATOR_TIMEZONE = "Australia/Sydney"
+    assert check_operator_timezone() == []
+    settings.OPERATOR_TIMEZONE = "Mars/Olympus"
+    assert [(e.id, e.msg) for e in check_operator_timezone()] == [
+        ("registry.E001", "OPERATOR_TIMEZONE 'Mars/Olympus' is not a time zone.")
+    ]
