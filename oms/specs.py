@@ -102,6 +102,15 @@ class AmendSpec:
     stop_price: Decimal | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AmendTerms:
+    """An amend as validated: the amended order's total quantity and its price
+    (the limit, or the protection price)."""
+
+    quantity: Decimal
+    price: Decimal
+
+
 #: Types that may be amended, and which of their fields.
 AMENDABLE_FIELDS: dict[str, frozenset[str]] = {
     Order.Type.LIMIT: frozenset({"quantity", "price"}),
