@@ -131,6 +131,10 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
 
 
 def _existing(account: Account, spec: OrderSpec) -> PlaceResult | None:
+    """The order already placed under ``spec.client_order_id``, if any. Raises
+    ``OrderError`` ``duplicate_client_order_id`` (409) if it was placed with a
+    different request (compared by fingerprint, whatever amends and fills did to
+    the order since)."""
     order = (
         Order.objects.select_related(
             "symbol__market", "symbol__asset", "symbol__currency"
@@ -140,7 +144,11 @@ def _existing(account: Account, spec: OrderSpec) -> PlaceResult | None:
     )
     if order is None:
         return None
-    if not spec.same_as(order):
+    if order.request_fingerprint:
+        same = order.request_fingerprint == spec.fingerprint()
+    else:
+        same = spec.same_as(order)
+    if not same:
         raise OrderError(
             "duplicate_client_order_id",
             f"client_order_id {spec.client_order_id!r} was used for a different order.",
@@ -216,6 +224,7 @@ def _store(
         expire_at=expire_at,
         status=OrderStatus.PENDING,
         client_order_id=client_order_id,
+        request_fingerprint=spec.fingerprint(),
         held_asset=held_asset,
         held_amount=held_amount,
         held_unsettled=held_unsettled,

@@ -1,7 +1,9 @@
 """Order and amend requests as the doors hand them to the services."""
 
-from dataclasses import dataclass
-from datetime import datetime
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from oms.models import (
@@ -55,8 +57,21 @@ class OrderSpec:
     oco_with: int | None = None
     expire_at: datetime | None = None
 
+    def fingerprint(self) -> str:
+        """The SHA-256 of this request, normalised (decimals without trailing
+        zeros, times in UTC, defaults applied by the door): stored on the order at
+        placement, so a resubmission is compared with what was placed, not with
+        the order's fields that amends and fills change since."""
+        canonical = {
+            field.name: _canonical(getattr(self, field.name)) for field in fields(self)
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def same_as(self, order: Order) -> bool:
-        """Does this request describe ``order`` (for idempotent resubmission)?"""
+        """Does this request describe ``order`` as it is now? Only for an order
+        stored without a fingerprint (placed before fingerprints were kept): an
+        amend since then makes a resubmission of its body differ."""
         return (
             order.symbol.identifier == self.symbol
             and order.side == self.side
@@ -84,6 +99,14 @@ class OrderSpec:
                 or order.expire_at == self.expire_at
             )
         )
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
 
 
 @dataclass(frozen=True, slots=True)

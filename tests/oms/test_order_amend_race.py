@@ -9,55 +9,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
-from exchange.matching import batch as batch_module
 from exchange.models import Market, Symbol
 from oms.models import Order, OrderRequest
 from oms.services import AmendSpec, OrderError, order_amend
 from tests.conftest import assert_trading_consistent, wait_for
+from tests.oms.racing import PausedBatch, lock_waiters
 from tests.trading import place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 D = Decimal
-
-
-class PausedBatch:
-    """Holds the matching worker inside its batch transaction (after it has
-    written everything, before it commits) the first time a batch fills
-    ``order_id``, until ``release``."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, order_id: int) -> None:
-        self.order_id = order_id
-        self.paused = threading.Event()
-        self.go = threading.Event()
-        original = batch_module._Batch.persist
-
-        def persist(batch: Any, transitions: dict[int, bool]) -> None:
-            original(batch, transitions)
-            state = batch.states.get(order_id)
-            if (
-                state is not None
-                and state.order.filled_quantity
-                and not self.paused.is_set()
-            ):
-                self.paused.set()
-                assert self.go.wait(10)
-
-        monkeypatch.setattr(batch_module._Batch, "persist", persist)
-
-    def release(self) -> None:
-        self.go.set()
-
-
-def lock_waiters() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0]
 
 
 def amend_in_thread(user: Any, order_id: int, amend: AmendSpec) -> dict[str, Any]:
@@ -111,7 +74,12 @@ def test_an_amend_arriving_while_a_batch_fills_the_order_sees_that_batch(
     Market.objects.filter(pk=market.pk).update(price_band_percent=D(10))
     buy = place(bob_client, bob_account, side="buy", price="10.00", quantity="50")
     wait_for(lambda: Order.objects.get(pk=buy["id"]).status == "working")
-    paused = PausedBatch(monkeypatch, buy["id"])
+    paused = PausedBatch(
+        monkeypatch,
+        lambda batch: (
+            buy["id"] in batch.states and batch.states[buy["id"]].order.filled_quantity
+        ),
+    )
 
     # when alice's sell of 20 fills part of it, and bob's amend arrives while the
     # worker's batch is still uncommitted
