@@ -20,8 +20,11 @@ ALLOWED_TIFS: dict[str, frozenset[str]] = {
     Order.Type.LIMIT: IMMEDIATE_TIFS | RESTING_TIFS,
     Order.Type.STOP_LIMIT: IMMEDIATE_TIFS | RESTING_TIFS,
     Order.Type.MARKET: IMMEDIATE_TIFS,
-    Order.Type.STOP: IMMEDIATE_TIFS,
-    Order.Type.TRAILING_STOP: IMMEDIATE_TIFS,
+    # A stop's time in force is how long the stop lives (GTC, DAY, GTD) or what
+    # its triggered order does (IOC, FOK); a triggered stop is a market order,
+    # whose remainder never rests.
+    Order.Type.STOP: IMMEDIATE_TIFS | RESTING_TIFS,
+    Order.Type.TRAILING_STOP: IMMEDIATE_TIFS | RESTING_TIFS,
     Order.Type.MARKET_TO_LIMIT: RESTING_TIFS,
 }
 
