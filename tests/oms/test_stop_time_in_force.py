@@ -4,12 +4,14 @@ has and its remainder is cancelled; a triggered stop-limit rests as a limit unti
 its time in force ends; DAY and GTD stops expire at the close / at their time
 whether triggered or not. Through REST and the matching worker."""
 
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import time_machine
+from django.db import connections
 from django.utils import timezone
 
 from exchange.models import Trade
@@ -17,7 +19,13 @@ from exchange.services import market_set_state
 from oms.models import Order
 from oms.services import orders_expire_due
 from tests import factories
-from tests.conftest import assert_trading_consistent, balance_of, client_for
+from tests.conftest import (
+    assert_trading_consistent,
+    balance_of,
+    client_for,
+    wait_for,
+)
+from tests.oms.racing import PausedBatch
 from tests.trading import match_now, place
 
 pytestmark = pytest.mark.django_db
@@ -193,3 +201,56 @@ def test_a_market_order_is_still_ioc_or_fok(bob_client, bob_account):
         "invalid_time_in_force",
         "A market order is IOC or FOK.",
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_gtc_stop_placed_while_a_batch_prints_its_price_fires_on_acceptance(
+    monkeypatch, matcher, symbol, alice_client, alice_account, bob, bob_account
+):
+    # given alice's offers, and the worker inside the batch that prints 10.00
+    # (carol's buy of 1), not yet committed
+    place(alice_client, alice_account, side="sell", price="10.00", quantity="5")
+    ask = place(alice_client, alice_account, side="sell", price="10.50", quantity="1")
+    wait_for(lambda: Order.objects.get(pk=ask["id"]).status == "working")
+    paused = PausedBatch(monkeypatch, lambda batch: bool(batch.fills))
+    carol = factories.user("carol")
+    carol_account = factories.account(carol, cash="1000.00")
+    place(client_for(carol), carol_account, side="buy", price="10.00", quantity="1")
+    assert paused.paused.wait(10)
+
+    # when bob's GTC buy stop at 10.00 is placed on another connection meanwhile
+    placed: dict[str, Any] = {}
+
+    def place_stop() -> None:
+        try:
+            placed.update(
+                place(
+                    client_for(bob),
+                    bob_account,
+                    side="buy",
+                    type="stop",
+                    stop_price="10.00",
+                    quantity="8",
+                    time_in_force="gtc",
+                )
+            )
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=place_stop)
+    thread.start()
+    thread.join(10)
+    paused.release()
+
+    # then the worker takes it after that batch: already triggerable, it fires at
+    # once, buys the 5 left and its remainder is cancelled
+    wait_for(lambda: Order.objects.get(pk=placed["id"]).is_terminal)
+    stop = Order.objects.get(pk=placed["id"])
+    assert (stop.status, stop.status_reason, stop.filled_quantity) == (
+        "cancelled",
+        "market_remainder",
+        D(5),
+    )
+    assert stop.held_amount == 0
+    assert balance_of(bob_account, symbol.currency).held == 0
+    assert_trading_consistent()
