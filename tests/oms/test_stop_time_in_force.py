@@ -254,3 +254,36 @@ def test_a_gtc_stop_placed_while_a_batch_prints_its_price_fires_on_acceptance(
     assert stop.held_amount == 0
     assert balance_of(bob_account, symbol.currency).held == 0
     assert_trading_consistent()
+
+
+def test_a_waiting_gtc_stop_can_be_amended_and_its_protection_follows(
+    symbol, bob_client, bob_account
+):
+    # IOC/FOK orders cannot be amended; a GTC stop lives on the park and can
+    stop = place(
+        bob_client,
+        bob_account,
+        side="buy",
+        type="stop",
+        stop_price="10.00",
+        quantity="8",
+        time_in_force="gtc",
+    )
+    match_now()
+
+    response = bob_client.patch(
+        f"/api/v1/orders/{stop['id']}", {"stop_price": "11.00"}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    match_now()
+
+    order = Order.objects.get(pk=stop["id"])
+    # the protection price is the new stop plus the 10% collar: 8 x 12.10 held
+    assert (order.status, order.stop_price, order.price, order.held_amount) == (
+        "waiting",
+        D("11.00"),
+        D("12.10"),
+        D("96.80"),
+    )
+    assert balance_of(bob_account, symbol.currency).held == D("96.80")
+    assert_trading_consistent()
