@@ -17,11 +17,12 @@ does not change).
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from django.db import transaction
 from django.utils import timezone
 
+from exchange.fees import ACCRUED_UNIT, FeeRates, fill_fee, order_fee_rates
 from exchange.matching import trades_topic
 from exchange.models import OffGridError, Symbol, Trade
 from exchange.streams import (
@@ -111,7 +112,8 @@ def trade_correct(
 
     The replacement is a new trade between the same accounts and orders, with the
     same aggressor side, ``corrected_from`` the busted trade, a new ``seq`` on the
-    symbol's tape, and fees at the market's current maker/taker rates. Its entry
+    symbol's tape, and fees at the rates and minimum pinned on each order, by the
+    cumulative rule of fills (``_correction_fees``). Its entry
     (kind ``trade``, reference ``trade:<new id>``) moves cash and units between the
     ``available`` buckets (there is no hold behind a correction) and sets the cost
     bases like a fill.
@@ -129,6 +131,7 @@ def trade_correct(
     _check_grid(trade.symbol, price, quantity)
     with transaction.atomic(durable=True):
         trade = _trade_for_update(trade.pk)
+        _orders_for_update(trade)
         symbol = trade.symbol
         fee_account = symbol.market.fee_account or system_account(Account.Kind.FEES)
         keys, reversal = _reversal(trade)
@@ -230,6 +233,18 @@ def _trade_for_update(trade_id: int) -> Trade:
             status=409,
         )
     return trade
+
+
+def _orders_for_update(trade: Trade) -> None:
+    """Lock the trade's two orders (after the trade row, before any balance: the
+    matching worker locks orders before balances too), so that no fill of theirs
+    commits while a correction reads their trades."""
+    list(
+        Order.objects.select_for_update(of=("self",))
+        .filter(pk__in=(trade.buy_order_id, trade.sell_order_id))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def _reversal(trade: Trade) -> tuple[set[BalanceKey], list[Line]]:
@@ -387,10 +402,7 @@ def _correction_trade(trade: Trade, price: Decimal, quantity: Decimal) -> Trade:
     market = symbol.market
     currency = symbol.currency
     value = currency.quantize(price * quantity)
-    maker, taker = market.maker_fee_bps, market.taker_fee_bps
-    buyer_rate, seller_rate = (
-        (taker, maker) if trade.aggressor_side == Trade.Side.BUY else (maker, taker)
-    )
+    buyer_fee, seller_fee = _correction_fees(trade, value)
     topic = trades_topic(symbol)
     now = timezone.now()
     return Trade.objects.create(
@@ -399,8 +411,8 @@ def _correction_trade(trade: Trade, price: Decimal, quantity: Decimal) -> Trade:
         price=symbol.format_price(price),
         quantity=symbol.asset.quantize(quantity),
         value=value,
-        buyer_fee=currency.quantize(value * buyer_rate / Decimal(10000)),
-        seller_fee=currency.quantize(value * seller_rate / Decimal(10000)),
+        buyer_fee=buyer_fee,
+        seller_fee=seller_fee,
         aggressor_side=trade.aggressor_side,
         buy_order_id=trade.buy_order_id,
         sell_order_id=trade.sell_order_id,
@@ -412,6 +424,62 @@ def _correction_trade(trade: Trade, price: Decimal, quantity: Decimal) -> Trade:
         settlement_date=now.astimezone(market.tzinfo).date(),
         settled_at=now,
     )
+
+
+def _correction_fees(trade: Trade, value: Decimal) -> tuple[Decimal, Decimal]:
+    """The buyer's and the seller's fee of the correction of ``trade`` at
+    ``value``: each order's pinned rates and minimum (``order_fee_rates``), by the
+    cumulative rule of fills, as if the correction were the order's fill in place
+    of the busted trade - the order's cumulative fee over its standing trades and
+    the correction, minus what those other trades charged it (a seller's capped at
+    the correction's proceeds). The side that was the aggressor pays its taker
+    rate, the other its maker rate.
+
+    Precondition: both orders are locked (``_orders_for_update``), so no fill of
+    theirs commits meanwhile."""
+    fees = []
+    for order_id, side in (
+        (trade.buy_order_id, Trade.Side.BUY),
+        (trade.sell_order_id, Trade.Side.SELL),
+    ):
+        order = Order.objects.get(pk=order_id)
+        rates = order_fee_rates(order)
+        accrued, charged = _standing_fees(order, side, rates, corrected=trade)
+        fee, _ = fill_fee(
+            rates=rates,
+            is_taker=trade.aggressor_side == side,
+            value=value,
+            accrued=accrued,
+            charged=charged,
+            currency=trade.symbol.currency,
+            proceeds_cap=value if side == Trade.Side.SELL else None,
+        )
+        fees.append(fee)
+    return fees[0], fees[1]
+
+
+def _standing_fees(
+    order: Order, side: str, rates: FeeRates, *, corrected: Trade
+) -> tuple[Decimal, Decimal]:
+    """What ``order`` has accrued and been charged over its trades that stand
+    (not busted; corrections included), leaving out ``corrected``."""
+    is_buy = side == Trade.Side.BUY
+    trades = (
+        Trade.objects.filter(
+            **{"buy_order_id" if is_buy else "sell_order_id": order.pk}
+        )
+        .filter(busted_at__isnull=True)
+        .exclude(pk=corrected.pk)
+        .order_by("symbol_id", "seq")
+    )
+    accrued = charged = Decimal(0)
+    for other in trades:
+        rate = rates.rate(is_taker=other.aggressor_side == side)
+        accrued = (accrued + rate * other.value).quantize(
+            ACCRUED_UNIT, rounding=ROUND_FLOOR
+        )
+        charged += other.buyer_fee if is_buy else other.seller_fee
+    return accrued, charged
 
 
 def _post_correction(

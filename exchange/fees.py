@@ -30,6 +30,10 @@ Definitions (amounts in the market's currency):
   and charged nothing; after each fill the matching worker keeps exactly this
   figure for the remaining quantity and releases the rest (price improvement, a
   maker rate, a minimum already paid).
+- **Correction** of a trade (``exchange.busts.trade_correct``): each side pays by
+  its order's pinned rates and minimum, the correction counted as the order's fill
+  in place of the busted trade - cumulative fee over the order's trades that stand
+  and the correction, minus what those other trades charged.
 """
 
 from dataclasses import dataclass

@@ -142,6 +142,10 @@ class Order(models.Model):
     )
     status_reason = models.CharField(max_length=64, blank=True)
     client_order_id = models.CharField(max_length=64)
+    #: SHA-256 of the normalised place request (``OrderSpec.fingerprint``): what a
+    #: resubmission under the same ``client_order_id`` must match. Empty for
+    #: orders placed before it was kept.
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     held_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     held_amount = models.DecimalField(**AMOUNT, default=Decimal(0))
     #: The part of ``held_amount`` drawn from unsettled cash (accounts trading

@@ -28,7 +28,6 @@ from oms.models import (
 from oms.publish import private_messages
 from oms.reservations import (
     buy_reservation,
-    collared_price,
     hold_lines,
     hold_post,
     order_buy_reservation,
@@ -133,6 +132,10 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
 
 
 def _existing(account: Account, spec: OrderSpec) -> PlaceResult | None:
+    """The order already placed under ``spec.client_order_id``, if any. Raises
+    ``OrderError`` ``duplicate_client_order_id`` (409) if it was placed with a
+    different request (compared by fingerprint, whatever amends and fills did to
+    the order since)."""
     order = (
         Order.objects.select_related(
             "symbol__market", "symbol__asset", "symbol__currency"
@@ -142,7 +145,11 @@ def _existing(account: Account, spec: OrderSpec) -> PlaceResult | None:
     )
     if order is None:
         return None
-    if not spec.same_as(order):
+    if order.request_fingerprint:
+        same = order.request_fingerprint == spec.fingerprint()
+    else:
+        same = spec.same_as(order)
+    if not same:
         raise OrderError(
             "duplicate_client_order_id",
             f"client_order_id {spec.client_order_id!r} was used for a different order.",
@@ -218,6 +225,7 @@ def _store(
         expire_at=expire_at,
         status=OrderStatus.PENDING,
         client_order_id=client_order_id,
+        request_fingerprint=spec.fingerprint(),
         held_asset=held_asset,
         held_amount=held_amount,
         held_unsettled=held_unsettled,
@@ -346,32 +354,22 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
     loses it (the worker re-enters the order). A buy whose new price or quantity
     needs more cash holds the difference now (``insufficient_funds`` if short); a
     sell holds more of the security; what the amended order no longer needs is
-    released when the worker applies the amend. Raises ``OrderError``
-    (``not_authenticated`` 401, ``order_not_found`` 404, ``account_forbidden`` 403,
-    ``order_not_open`` 409, ``not_amendable``/``nothing_to_amend``/grid errors
-    400/422).
+    released when the worker applies the amend. Validated like a placement
+    (``oms.validation.amend_validate``: grid, minimum quantity, trading state,
+    price band, limits). Locks the order row, then its balance. Raises
+    ``OrderError`` (``not_authenticated`` 401, ``order_not_found``
+    404, ``account_forbidden`` 403,
+    ``order_not_open`` 409, ``nothing_to_amend`` 400 - also for an amend to what
+    the order already has -, ``not_amendable`` 422, the placement's grid, state,
+    band and limit codes); nothing is changed then.
     Side effects on commit: wakes the matcher, publishes the balance.
     """
     with transaction.atomic(durable=True):
         order = _order_for_trading(user, order_id, lock=True)
-        amend_validate(order, amend)
-        symbol = order.symbol
-        market_check_trading(symbol.market, symbol, "amend")
-        quantity = amend.quantity or order.quantity
-        remaining = quantity - order.filled_quantity
-        price = amend.price or order.price
-        if order.type == Order.Type.STOP and amend.stop_price is not None:
-            # The protection price follows the stop.
-            price = collared_price(symbol, order.side, amend.stop_price)
-        assert price is not None
+        terms = amend_validate(order, amend)
+        price = terms.price
+        remaining = terms.quantity - order.filled_quantity
         if order.side == Order.Side.BUY:
-            if price * remaining >= MAX_ORDER_VALUE:
-                raise OrderError(
-                    "order_too_large",
-                    f"The order's value must be below {MAX_ORDER_VALUE:,}.",
-                    field="quantity",
-                    status=422,
-                )
             needed = order_buy_reservation(order, price=price, quantity=remaining)
         else:
             needed = remaining
@@ -396,7 +394,7 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
             stop_price=amend.stop_price,
             requested_by_id=user.pk,
         )
-        market_notify(symbol.market.code)
+        market_notify(order.symbol.market.code)
     return order
 
 

@@ -1,7 +1,9 @@
 """Order and amend requests as the doors hand them to the services."""
 
-from dataclasses import dataclass
-from datetime import datetime
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from oms.models import (
@@ -18,8 +20,11 @@ ALLOWED_TIFS: dict[str, frozenset[str]] = {
     Order.Type.LIMIT: IMMEDIATE_TIFS | RESTING_TIFS,
     Order.Type.STOP_LIMIT: IMMEDIATE_TIFS | RESTING_TIFS,
     Order.Type.MARKET: IMMEDIATE_TIFS,
-    Order.Type.STOP: IMMEDIATE_TIFS,
-    Order.Type.TRAILING_STOP: IMMEDIATE_TIFS,
+    # A stop's time in force is how long the stop lives (GTC, DAY, GTD) or what
+    # its triggered order does (IOC, FOK); a triggered stop is a market order,
+    # whose remainder never rests.
+    Order.Type.STOP: IMMEDIATE_TIFS | RESTING_TIFS,
+    Order.Type.TRAILING_STOP: IMMEDIATE_TIFS | RESTING_TIFS,
     Order.Type.MARKET_TO_LIMIT: RESTING_TIFS,
 }
 
@@ -55,8 +60,21 @@ class OrderSpec:
     oco_with: int | None = None
     expire_at: datetime | None = None
 
+    def fingerprint(self) -> str:
+        """The SHA-256 of this request, normalised (decimals without trailing
+        zeros, times in UTC, defaults applied by the door): stored on the order at
+        placement, so a resubmission is compared with what was placed, not with
+        the order's fields that amends and fills change since."""
+        canonical = {
+            field.name: _canonical(getattr(self, field.name)) for field in fields(self)
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def same_as(self, order: Order) -> bool:
-        """Does this request describe ``order`` (for idempotent resubmission)?"""
+        """Does this request describe ``order`` as it is now? Only for an order
+        stored without a fingerprint (placed before fingerprints were kept): an
+        amend since then makes a resubmission of its body differ."""
         return (
             order.symbol.identifier == self.symbol
             and order.side == self.side
@@ -86,6 +104,14 @@ class OrderSpec:
         )
 
 
+def _canonical(value: object) -> object:
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class PlaceResult:
     order: Order
@@ -100,6 +126,15 @@ class AmendSpec:
     quantity: Decimal | None = None
     price: Decimal | None = None
     stop_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AmendTerms:
+    """An amend as validated: the amended order's total quantity and its price
+    (the limit, or the protection price)."""
+
+    quantity: Decimal
+    price: Decimal
 
 
 #: Types that may be amended, and which of their fields.

@@ -20,15 +20,17 @@ from oms.models import (
     OPEN_STATUSES,
     STOP_TYPES,
     Order,
+    OrderRequest,
     OrderStatus,
 )
-from oms.reservations import protection_price
+from oms.reservations import collared_price, protection_price
 from oms.specs import (
     ALLOWED_TIFS,
     AMENDABLE_FIELDS,
     IMMEDIATE_TIFS,
     RESTING_TIFS,
     AmendSpec,
+    AmendTerms,
     OrderSpec,
 )
 from registry.models import (
@@ -291,6 +293,30 @@ def _check_auction(spec: OrderSpec, state: TradingState) -> None:
         )
 
 
+def order_value_check(
+    symbol: Symbol, *, quantity: Decimal, price: Decimal, band: bool
+) -> None:
+    """The vetting every door that sets an order's price or quantity runs after the
+    grid and the trading state: the static price band (``band``: a limit price is
+    being set), the symbol's limits and ``MAX_ORDER_VALUE``, on ``price`` (the limit,
+    or the protection price) x ``quantity`` (the order's total quantity).
+
+    Raises ``OrderError``: ``price_outside_band`` (422), ``quantity_above_maximum``
+    (400), ``value_below_minimum``, ``value_above_maximum``, ``order_too_large``
+    (422). Reads only.
+    """
+    if band:
+        trading_checked(price_band_check, symbol, price)
+    trading_checked(limits_check, symbol, quantity, price * quantity)
+    if price * quantity >= MAX_ORDER_VALUE:
+        raise OrderError(
+            "order_too_large",
+            f"The order's value must be below {MAX_ORDER_VALUE:,}.",
+            field="quantity",
+            status=422,
+        )
+
+
 def order_vet(spec: OrderSpec, symbol: Symbol) -> Decimal:
     """Validate ``spec`` and vet it against the market now; return the price it
     would be placed at (its limit, or its protection price). Raises
@@ -299,56 +325,31 @@ def order_vet(spec: OrderSpec, symbol: Symbol) -> Decimal:
     _check_auction(spec, market_check_trading(symbol.market, symbol))
     price = spec.price if spec.type in LIMIT_TYPES else protection_price(spec, symbol)
     assert price is not None
-    if spec.type in LIMIT_TYPES:
-        # The grid was checked with the spec; here the static price band.
-        trading_checked(price_band_check, symbol, price)
-    trading_checked(limits_check, symbol, spec.quantity, price * spec.quantity)
-    if price * spec.quantity >= MAX_ORDER_VALUE:
-        raise OrderError(
-            "order_too_large",
-            f"The order's value must be below {MAX_ORDER_VALUE:,}.",
-            field="quantity",
-            status=422,
-        )
+    order_value_check(
+        symbol, quantity=spec.quantity, price=price, band=spec.type in LIMIT_TYPES
+    )
     return price
 
 
-def amend_validate(order: Order, amend: AmendSpec) -> None:
+def amend_validate(order: Order, amend: AmendSpec) -> AmendTerms:
+    """Validate ``amend`` of ``order`` (locked by the caller) through the checks a
+    placement runs: the grid and minimum quantity, the trading state (for
+    ``amend``), the price band (a new limit price) and the limits on the amended
+    order (its new total quantity x its new limit or protection price).
+
+    Returns the amended order's total quantity and price. Raises ``OrderError``:
+    ``order_not_open`` (409), ``nothing_to_amend`` (400: nothing given, or only
+    what the order already has), ``not_amendable`` (422), ``quantity_below_filled``
+    (400), the grid codes of ``quantity_check``/``price_check``, the trading-state
+    codes of ``market_check_trading`` and those of ``order_value_check``. Reads only.
+    """
+    _check_amendable(order, amend)
     symbol = order.symbol
-    if order.status not in OPEN_STATUSES:
-        raise OrderError(
-            "order_not_open", f"Order {order.pk} is {order.status}.", status=409
-        )
-    allowed = AMENDABLE_FIELDS.get(order.type, frozenset())
-    if order.type == Order.Type.MARKET_TO_LIMIT and order.status == OrderStatus.PENDING:
-        allowed = frozenset()
-    if order.time_in_force in IMMEDIATE_TIFS:
-        allowed = frozenset()
-    changes = {
-        name: value
-        for name, value in (
-            ("quantity", amend.quantity),
-            ("price", amend.price),
-            ("stop_price", amend.stop_price),
-        )
-        if value is not None
-    }
-    if not changes:
-        raise OrderError(
-            "nothing_to_amend", "Give a new quantity, price or stop price."
-        )
-    for name in changes:
-        if name not in allowed:
-            raise OrderError(
-                "not_amendable",
-                f"The {name} of a {order.type.replace('_', '-')} "
-                f"{order.time_in_force.upper()} order cannot be amended.",
-                field=name,
-                status=422,
-            )
+    quantity = order.quantity
     if amend.quantity is not None:
-        quantity_check(symbol, amend.quantity, field="quantity")
-        if amend.quantity <= order.filled_quantity:
+        quantity = amend.quantity
+        quantity_check(symbol, quantity, field="quantity", minimum=symbol.min_quantity)
+        if quantity <= order.filled_quantity:
             raise OrderError(
                 "quantity_below_filled",
                 f"The quantity must exceed the filled "
@@ -359,3 +360,68 @@ def amend_validate(order: Order, amend: AmendSpec) -> None:
         price_check(symbol, amend.price)
     if amend.stop_price is not None:
         price_check(symbol, amend.stop_price, field="stop_price")
+    market_check_trading(symbol.market, symbol, "amend")
+    price = _amended_price(order, amend)
+    order_value_check(
+        symbol, quantity=quantity, price=price, band=amend.price is not None
+    )
+    return AmendTerms(quantity=quantity, price=price)
+
+
+def _amended_price(order: Order, amend: AmendSpec) -> Decimal:
+    """The amended order's limit, or its protection price (a stop's follows its
+    stop price)."""
+    if order.type == Order.Type.STOP and amend.stop_price is not None:
+        return collared_price(order.symbol, order.side, amend.stop_price)
+    price = order.price if amend.price is None else amend.price
+    assert price is not None
+    return price
+
+
+def _check_amendable(order: Order, amend: AmendSpec) -> None:
+    """Is ``order`` open, and does ``amend`` change something it may change?"""
+    if order.status not in OPEN_STATUSES:
+        raise OrderError(
+            "order_not_open", f"Order {order.pk} is {order.status}.", status=409
+        )
+    allowed = AMENDABLE_FIELDS.get(order.type, frozenset())
+    if order.type == Order.Type.MARKET_TO_LIMIT and order.status == OrderStatus.PENDING:
+        allowed = frozenset()
+    if order.time_in_force in IMMEDIATE_TIFS:
+        allowed = frozenset()
+    given = {
+        name: value
+        for name, value in (
+            ("quantity", amend.quantity),
+            ("price", amend.price),
+            ("stop_price", amend.stop_price),
+        )
+        if value is not None
+    }
+    if not given:
+        raise OrderError(
+            "nothing_to_amend", "Give a new quantity, price or stop price."
+        )
+    for name in given:
+        if name not in allowed:
+            raise OrderError(
+                "not_amendable",
+                f"The {name} of a {order.type.replace('_', '-')} "
+                f"{order.time_in_force.upper()} order cannot be amended.",
+                field=name,
+                status=422,
+            )
+    if all(getattr(order, name) == value for name, value in given.items()):
+        # Equal to the order as the worker last left it; with an amend still
+        # waiting in the inbox the same values undo that amend, a real change.
+        waiting = OrderRequest.objects.filter(
+            order=order, kind=OrderRequest.Kind.AMEND, processed_at__isnull=True
+        ).exists()
+        if not waiting:
+            raise OrderError(
+                "nothing_to_amend",
+                "The order already has that "
+                + " and ".join(name.replace("_", " ") for name in given)
+                + ".",
+                field=next(iter(given)),
+            )

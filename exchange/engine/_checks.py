@@ -95,7 +95,9 @@ def _check_stop_fields(
 def _check_time_in_force(
     order_type: OrderType, time_in_force: TimeInForce
 ) -> RejectReason | None:
-    if order_type is _MARKET or order_type is _STOP or order_type is _TRAILING:
+    # A stop's time in force is the life of the stop (any); the MARKET it fires
+    # as never rests whatever it is, so only a plain MARKET is held to IOC/FOK.
+    if order_type is _MARKET:
         return None if time_in_force in _IMMEDIATE else _BAD_TIF
     if order_type is _MTL and time_in_force in _IMMEDIATE:
         return _BAD_TIF

@@ -214,8 +214,8 @@ BAD_REQUESTS = [
         "stop_price",
     ),
     (
-        "stop good till cancelled",
-        {"type": "stop", "price": MISSING, "stop_price": "9.00"},
+        "market good till cancelled",
+        {"type": "market", "price": MISSING},
         "invalid_time_in_force",
         "time_in_force",
     ),

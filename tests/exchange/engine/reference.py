@@ -316,7 +316,7 @@ class ReferenceBook:
     def tif_error(
         self, order_type: OrderType, time_in_force: TimeInForce
     ) -> RejectReason | None:
-        if order_type in (MARKET, STOP, TRAILING_STOP):
+        if order_type is MARKET:
             if time_in_force not in IMMEDIATE_TIFS:
                 return RejectReason.INVALID_TIME_IN_FORCE
         if order_type is MARKET_TO_LIMIT and time_in_force not in RESTING_TIFS:

@@ -401,7 +401,8 @@ class Generator:
         if kind is TRAILING_STOP:
             extra["trail_amount"] = away
         price = self.price(book) if kind is STOP_LIMIT else None
-        tif = rng.choice((GTC, IOC, FOK)) if kind is STOP_LIMIT else IOC
+        # A stop's time in force is the life of the stop: any of them.
+        tif = rng.choice((GTC, DAY, IOC, FOK))
         return RestoreOrder(
             order_id,
             side,

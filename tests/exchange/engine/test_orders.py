@@ -199,8 +199,6 @@ def test_stop_fields_must_fit_the_order_type(command: NewOrder) -> None:
     [
         order(9, BUY, 5, order_type=MARKET, tif=GTC),
         order(9, BUY, 5, order_type=MARKET, tif=DAY),
-        order(9, BUY, 5, order_type=STOP, tif=GTD, stop_price=105),
-        order(9, BUY, 5, order_type=TRAILING, tif=GTC, trail_amount=2),
         order(9, BUY, 5, order_type=MTL, tif=IOC),
         order(9, BUY, 5, order_type=MTL, tif=FOK),
     ],

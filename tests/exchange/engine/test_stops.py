@@ -6,12 +6,15 @@ trailing levels (amount and bps), and no firing in auction.
 
 from __future__ import annotations
 
+import pytest
+
 from exchange.engine import (
     Accepted,
     BandBreached,
     Cancelled,
     CancelOrder,
     CancelReason,
+    ExpireOrder,
     OrderType,
     OrderView,
     Rested,
@@ -34,6 +37,8 @@ STOP = OrderType.STOP
 STOP_LIMIT = OrderType.STOP_LIMIT
 TRAILING = OrderType.TRAILING_STOP
 GTC = TimeInForce.GTC
+DAY = TimeInForce.DAY
+GTD = TimeInForce.GTD
 IOC = TimeInForce.IOC
 FOK = TimeInForce.FOK
 C = CancelReason
@@ -53,6 +58,45 @@ def test_a_parked_stop_is_live_but_not_on_the_book() -> None:
     )
     assert book.apply(CancelOrder(2)) == [Cancelled(2, 4, C.REQUESTED)]
     assert 2 not in book
+
+
+@pytest.mark.parametrize("tif", [GTC, DAY, GTD])
+def test_a_stop_lives_by_its_time_in_force_and_fires_as_a_market_order(
+    tif: TimeInForce,
+) -> None:
+    # A stop's time in force is the life of the stop; the market order it fires
+    # as trades what the book has and its remainder is cancelled, never rests.
+    book = book_with(order(1, SELL, 5, 100), order(2, SELL, 1, 101))
+    assert book.apply(
+        order(3, BUY, 8, 102, order_type=STOP, tif=tif, stop_price=100)
+    ) == [Accepted(3), Waiting(3, 100)]
+    assert book.view(3) == OrderView(
+        3, BUY, STOP, tif, 102, 8, None, 0, True, stop_price=100
+    )
+
+    events = book.apply(order(9, BUY, 1, 100))
+
+    assert events == [
+        Accepted(9),
+        fill(1, 1, 9, BUY, 100, 1, 4, 0),
+        Triggered(3, 100),
+        fill(2, 1, 3, BUY, 100, 4, 0, 4),
+        fill(3, 2, 3, BUY, 101, 1, 0, 3),
+        Cancelled(3, 3, C.MARKET_REMAINDER),
+    ]
+    assert 3 not in book
+
+
+@pytest.mark.parametrize("tif", [GTC, DAY, GTD])
+def test_a_trailing_stop_with_a_resting_time_in_force_parks_and_can_expire(
+    tif: TimeInForce,
+) -> None:
+    book = book_with(order(1, SELL, 1, 100), order(2, BUY, 1, 100))  # last 100
+
+    events = book.apply(order(3, SELL, 2, order_type=TRAILING, tif=tif, trail_amount=3))
+
+    assert events == [Accepted(3), Waiting(3, 97)]
+    assert book.apply(ExpireOrder(3)) == [Cancelled(3, 2, C.EXPIRED)]
 
 
 def test_a_buy_stop_fires_when_the_last_price_reaches_it() -> None:
