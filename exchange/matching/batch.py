@@ -1,7 +1,7 @@
 """One batch: applying requests to the books and turning engine events into order state changes and fills."""
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,6 @@ class _Batch(BatchBooking):
         self.band_breaches: dict[int, int] = {}
         #: Symbols whose book entered (True) or left (False) auction mode.
         self.auction_changes: dict[int, bool] = {}
-        self.orders_with_later_amends: set[int] = set()
         #: Ids of the trades this batch created, and the unsettled cash its trades
         #: credited so far per (account, currency): for releases of holds drawn
         #: from unsettled cash (``_release``).
@@ -72,6 +71,14 @@ class _Batch(BatchBooking):
         )
 
     def _load_orders(self, order_ids: set[int]) -> None:
+        """Lock and load the orders not loaded yet (in pk order), each with the
+        number of its amend requests still waiting.
+
+        The waiting amends are counted after the row lock: ``order_amend`` raises
+        an order's hold and inserts its request under the same lock, so an amend
+        either committed before the lock (counted here, with its raised
+        ``held_amount`` read) or waits for this batch to commit.
+        """
         missing = order_ids - self.states.keys()
         if not missing:
             return
@@ -83,15 +90,25 @@ class _Batch(BatchBooking):
             .filter(pk__in=missing)
             .order_by("pk")
         )
-        for order in orders:
+        loaded = list(orders)
+        waiting = Counter(
+            OrderRequest.objects.filter(
+                order_id__in=[order.pk for order in loaded],
+                kind=OrderRequest.Kind.AMEND,
+                processed_at__isnull=True,
+            ).values_list("order_id", flat=True)
+        )
+        for order in loaded:
             resting = order.status in RESTING_STATUSES
             self.states[order.pk] = _OrderState(
-                order, on_book=resting, was_on_book=resting
+                order,
+                on_book=resting,
+                was_on_book=resting,
+                amends_waiting=waiting[order.pk],
             )
 
     def persist(self, transitions: dict[int, bool]) -> None:
         self._load_orders({request.order_id for request in self.requests})
-        self._count_waiting_amends()
         for symbol_id, auction in sorted(transitions.items()):
             self._auction_transition(symbol_id, auction)
         for request in self.requests:
@@ -116,24 +133,6 @@ class _Batch(BatchBooking):
         self.auction_changes[symbol_id] = auction
         # The symbol's summary shows the change even if no level moved.
         self.touched_levels.setdefault(symbol_id, set())
-
-    def _count_waiting_amends(self) -> None:
-        if not self.requests:
-            return
-        for request in self.requests:
-            if request.kind == OrderRequest.Kind.AMEND:
-                self.states[request.order_id].amends_waiting += 1
-        later = (
-            OrderRequest.objects.filter(
-                market=self.market,
-                kind=OrderRequest.Kind.AMEND,
-                processed_at__isnull=True,
-                pk__gt=self.requests[-1].pk,
-            )
-            .values_list("order_id", flat=True)
-            .distinct()
-        )
-        self.orders_with_later_amends = set(later)
 
     # -- applying requests to the books -------------------------------------------
 

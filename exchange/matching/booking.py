@@ -51,7 +51,6 @@ class BatchBooking:
     touched_levels: defaultdict[int, set[tuple[engine.Side, int]]]
     band_breaches: dict[int, int]
     auction_changes: dict[int, bool]
-    orders_with_later_amends: set[int]
     trade_ids: set[int]
     unsettled_credited: defaultdict[tuple[int, int], Decimal]
 
@@ -301,14 +300,12 @@ class BatchBooking:
         """Whether fills may free a buy's price improvement as they happen: not
         while an amend of the order waits (it may need the cash held for it), nor
         when its price or quantity changed in the batch (re-checked at the end)."""
-        return not (
-            state.recheck_hold or state.order.pk in self.orders_with_later_amends
-        )
+        return not (state.recheck_hold or state.amends_waiting)
 
     def _recheck_hold(self, ledger: LedgerBatch, state: _OrderState) -> None:
         """Release what a live order holds beyond what its rest can still need."""
         order = state.order
-        if order.is_terminal or order.pk in self.orders_with_later_amends:
+        if order.is_terminal or state.amends_waiting:
             return
         if order.side == Order.Side.BUY:
             needed = order_buy_reservation(order)
