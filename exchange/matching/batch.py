@@ -19,6 +19,7 @@ from exchange.models import Market, Symbol
 from exchange.trading import MarketTradingStates
 from oms.models import (
     LIVE_STATUSES,
+    OPEN_STATUSES,
     RESTING_STATUSES,
     Order,
     OrderRequest,
@@ -83,7 +84,7 @@ class _Batch(BatchBooking):
         if not missing:
             return
         orders = (
-            Order.objects.select_for_update(of=("self",))
+            Order.objects.select_for_update(of=("self",), no_key=True)
             .select_related(
                 "symbol__market", "symbol__asset", "symbol__currency", "held_asset"
             )
@@ -154,22 +155,43 @@ class _Batch(BatchBooking):
         self._apply_events(symbol, events)
 
     def _cancel(self, request: OrderRequest, state: _OrderState) -> None:
+        """Carry out a cancel or expiry; every outcome is an order event.
+
+        A pending order ends here; a live one through the engine. One the engine
+        does not hold although the database says it is open is an inconsistency:
+        logged as an error and ended with reason ``not_in_book`` (its reservation
+        is released with the batch). An order that already ended records the
+        refusal ``cancel_rejected:order_not_live`` (``expire_rejected:...``)."""
         order = state.order
         expire = request.kind == OrderRequest.Kind.EXPIRE
+        user_id = request.requested_by_id
         if order.status == OrderStatus.PENDING:
             # Its place request has not been matched (the market is not open).
             state.move(
                 OrderStatus.EXPIRED if expire else OrderStatus.CANCELLED,
                 reason="expired" if expire else "requested",
-                acting_user_id=request.requested_by_id,
+                acting_user_id=user_id,
             )
-        elif order.status in LIVE_STATUSES:
+        elif order.status not in OPEN_STATUSES:
+            verb = "expire" if expire else "cancel"
+            state.note(f"{verb}_rejected:order_not_live", acting_user_id=user_id)
+        elif order.pk not in self.worker.book_for(order.symbol_id):
+            logger.error(
+                "order %s is %s in the database but not in the book: cancelling it",
+                order.pk,
+                order.status,
+            )
+            state.on_book = False
+            state.move(
+                OrderStatus.CANCELLED, reason="not_in_book", acting_user_id=user_id
+            )
+        else:
             symbol = self.worker.symbols[order.symbol_id]
             command = (
                 engine.ExpireOrder(order.pk) if expire else engine.CancelOrder(order.pk)
             )
             events = self.worker.book_for(order.symbol_id).apply(command)
-            self._apply_events(symbol, events, acting_user_id=request.requested_by_id)
+            self._apply_events(symbol, events, acting_user_id=user_id)
 
     def _amend(self, request: OrderRequest, state: _OrderState) -> None:
         order = state.order

@@ -57,6 +57,21 @@ class _OrderState:
             self.order.status_reason = reason
         self.changed = True
 
+    def note(self, reason: str, *, acting_user_id: int | None = None) -> None:
+        """Record an event that changes neither the status nor its reason (a
+        refused request of an order that already ended)."""
+        status = self.order.status
+        self.events.append(
+            OrderEvent(
+                order=self.order,
+                from_status=status,
+                to_status=status,
+                reason=reason,
+                acting_user_id=acting_user_id,
+            )
+        )
+        self.changed = True
+
 
 @dataclass
 class _Fill:

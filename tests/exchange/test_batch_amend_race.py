@@ -1,42 +1,19 @@
 """An amend committing while a matching batch runs (real worker, two connections)."""
 
-import threading
 from decimal import Decimal
 
 import pytest
 
-from exchange.matching.batch import _Batch
 from oms.models import Order, OrderRequest
 from tests.conftest import (
     assert_trading_consistent,
     balance_of,
     wait_for,
 )
+from tests.exchange.pausing import PauseBeforeMakers
 from tests.trading import place
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class _PauseBeforeMakers:
-    """Wraps ``_Batch._load_orders``: the first batch to run after it is installed
-    locks its requests' orders, then, when it is about to lock the orders its
-    engine events name (the makers), signals ``paused`` and waits for ``resume``."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.paused = threading.Event()
-        self.resume = threading.Event()
-        self.original = _Batch._load_orders
-
-    def as_method(self):
-        def load_orders(batch: _Batch, order_ids: set[int]) -> None:
-            self.calls += 1
-            if self.calls == 2:
-                self.paused.set()
-                assert self.resume.wait(20)
-            self.original(batch, order_ids)
-
-        return load_orders
 
 
 def test_an_amend_committed_mid_batch_keeps_its_hold_and_a_fill_at_the_new_price_succeeds(
@@ -49,8 +26,7 @@ def test_an_amend_committed_mid_batch_keeps_its_hold_and_a_fill_at_the_new_price
 
     # when bob's sell of 5 at 9.00 is matched by a batch that pauses after locking
     # bob's order (and reading the inbox) and before it locks alice's ...
-    pause = _PauseBeforeMakers()
-    monkeypatch.setattr(_Batch, "_load_orders", pause.as_method())
+    pause = PauseBeforeMakers().install(monkeypatch)
     sell = _sell(bob_client, bob_account, "9.00", "5")
     assert pause.paused.wait(20)
     # ... alice amends her buy to 11.00 on another connection and commits (the
