@@ -2,6 +2,7 @@
 
 import logging
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,9 @@ class _Batch(BatchBooking):
 
     def persist(self, transitions: dict[int, bool]) -> None:
         self._load_orders({request.order_id for request in self.requests})
+        if self.worker.oco_orphans:
+            self.end_oco_orphans(self.worker.oco_orphans)
+            self.worker.oco_orphans = set()
         for symbol_id, auction in sorted(transitions.items()):
             self._auction_transition(symbol_id, auction)
         for request in self.requests:
@@ -151,8 +155,48 @@ class _Batch(BatchBooking):
             state.move(OrderStatus.REJECTED, reason=f"symbol_{trading.code}")
             return
         book = self.worker.book_for(order.symbol_id)
+        if self._partner_ended(order, book):
+            # One of the pair ended before the other reached the book (filled,
+            # cancelled, expired or rejected): this one must not execute too.
+            state.move(OrderStatus.CANCELLED, reason=engine.CancelReason.OCO.value)
+            return
         events = book.apply(new_order_command(order, symbol, book))
         self._apply_events(symbol, events)
+
+    def _partner_ended(self, order: Order, book: engine.OrderBook) -> bool:
+        """Whether ``order`` has an OCO partner that is not in the book because it
+        ended (locks the partner: its state this batch, or the stored one)."""
+        partner_id = order.oco_with_id
+        if partner_id is None or partner_id in book:
+            return False
+        self._load_orders({partner_id})
+        return self.states[partner_id].order.is_terminal
+
+    def _oco_cancel_partner(self, order: Order, acting_user_id: int | None) -> None:
+        """``order`` ended before it reached the book: cancel its OCO partner if
+        the engine holds it (the engine links a pair only once both are in)."""
+        partner_id = order.oco_with_id
+        book = self.worker.book_for(order.symbol_id)
+        if partner_id is None or partner_id not in book:
+            return  # none, ended, or pending: its own entry sees this one ended
+        events = [
+            replace(event, reason=engine.CancelReason.OCO)
+            if isinstance(event, engine.Cancelled) and event.order_id == partner_id
+            else event
+            for event in book.apply(engine.CancelOrder(partner_id))
+        ]
+        symbol = self.worker.symbols[order.symbol_id]
+        self._apply_events(symbol, events, acting_user_id=acting_user_id)
+
+    def end_oco_orphans(self, order_ids: set[int]) -> None:
+        """Cancel (reason ``oco``) the live orders the worker left out of its
+        rebuilt book because their OCO partner had ended (``oco_orphans``)."""
+        self._load_orders(order_ids)
+        for order_id in sorted(order_ids):
+            state = self.states[order_id]
+            if state.order.status in LIVE_STATUSES:
+                state.on_book = False
+                state.move(OrderStatus.CANCELLED, reason=engine.CancelReason.OCO.value)
 
     def _cancel(self, request: OrderRequest, state: _OrderState) -> None:
         """Carry out a cancel or expiry; every outcome is an order event.
@@ -172,6 +216,7 @@ class _Batch(BatchBooking):
                 reason="expired" if expire else "requested",
                 acting_user_id=user_id,
             )
+            self._oco_cancel_partner(order, user_id)
         elif order.status not in OPEN_STATUSES:
             verb = "expire" if expire else "cancel"
             state.note(f"{verb}_rejected:order_not_live", acting_user_id=user_id)

@@ -6,6 +6,8 @@ from decimal import Decimal
 from exchange import engine
 from exchange.models import Symbol
 from oms.models import (
+    LIVE_STATUSES,
+    TERMINAL_STATUSES,
     Order,
     OrderStatus,
 )
@@ -43,7 +45,8 @@ def new_order_command(
     order: Order, symbol: Symbol, book: engine.OrderBook
 ) -> engine.NewOrder:
     """The engine command that enters a stored order. The OMS links both orders of
-    an OCO pair; the link is made in the engine by the second to arrive."""
+    an OCO pair; the link is made in the engine by the second to arrive (the batch
+    cancels a leg whose partner ended before it arrived: ``_Batch._place``)."""
     return engine.NewOrder(
         order_id=order.pk,
         side=_SIDE[order.side],
@@ -89,4 +92,17 @@ def restore_command(
         min_quantity=symbol.to_lots(order.min_quantity),
         stp=_STP[order.self_trade_prevention],
         oco_with=order.oco_with_id if order.oco_with_id in restored else None,
+    )
+
+
+def oco_orphans(market_id: int) -> set[int]:
+    """Ids of the market's live orders whose OCO partner has ended: a rebuild
+    leaves them out of the book and the next batch cancels them (reason
+    ``oco``), so that both legs of a pair never execute."""
+    return set(
+        Order.objects.filter(
+            market_id=market_id,
+            status__in=LIVE_STATUSES,
+            oco_with__status__in=TERMINAL_STATUSES,
+        ).values_list("pk", flat=True)
     )

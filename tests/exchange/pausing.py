@@ -11,9 +11,11 @@ class PauseBeforeMakers:
     """Wraps ``_Batch._load_orders`` (install with ``install(monkeypatch)``): the
     first batch to run afterwards locks its requests' orders, then, when it is
     about to lock further orders (those its engine events name: the makers),
-    signals ``paused`` and waits for ``resume``."""
+    signals ``paused`` and waits for ``resume``. With ``before_lock=1`` it pauses
+    before its first lock instead (it has read its requests, locked nothing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, before_lock: int = 2) -> None:
+        self.before_lock = before_lock
         self.calls = 0
         self.paused = threading.Event()
         self.resume = threading.Event()
@@ -23,7 +25,7 @@ class PauseBeforeMakers:
         def load_orders(batch: _Batch, order_ids: set[int]) -> None:
             if order_ids - batch.states.keys():
                 self.calls += 1
-                if self.calls == 2:
+                if self.calls == self.before_lock:
                     self.paused.set()
                     assert self.resume.wait(30)
             self.original(batch, order_ids)
