@@ -31,6 +31,7 @@ from oms.reservations import (
     collared_price,
     hold_lines,
     hold_post,
+    oco_leg_hold,
     order_buy_reservation,
     order_reservation,
     shortfall_error,
@@ -193,6 +194,8 @@ def _store(
     expire_at = spec.expire_at
     if spec.time_in_force == Order.TimeInForce.DAY:
         expire_at = day_order_expiry(market, timezone.now())
+    if partner is not None:
+        held_amount = oco_leg_hold(partner, held_asset, held_amount)
     batch = LedgerBatch([(account.pk, held_asset.pk)])
     lines, held_unsettled = hold_lines(
         account, batch.balance(account.pk, held_asset.pk), spec.side, held_amount
@@ -229,12 +232,13 @@ def _store(
         partner.oco_with = order
         partner.save(update_fields=["oco_with", "updated_at"])
     try:
-        batch.post(
-            kind=JournalEntry.Kind.HOLD,
-            lines=lines,
-            reference=f"order:{order.pk}",
-            acting_user_id=user.pk,
-        )
+        if held_amount:
+            batch.post(
+                kind=JournalEntry.Kind.HOLD,
+                lines=lines,
+                reference=f"order:{order.pk}",
+                acting_user_id=user.pk,
+            )
     except InsufficientBalanceError as error:
         raise shortfall_error(held_asset, held_amount, error) from error
     batch.flush()

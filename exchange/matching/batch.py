@@ -108,6 +108,10 @@ class _Batch(BatchBooking):
                 was_on_book=resting,
                 amends_waiting=waiting[order.pk],
             )
+        # An OCO pair's hold is shared (``BatchBooking._settle_pair``): a leg is
+        # never booked without its partner.
+        partners = {order.oco_with_id for order in loaded if order.oco_with_id}
+        self._load_orders(partners)
 
     def persist(self, transitions: dict[int, bool]) -> None:
         self._load_orders({request.order_id for request in self.requests})

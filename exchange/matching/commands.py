@@ -96,13 +96,19 @@ def restore_command(
 
 
 def oco_orphans(market_id: int) -> set[int]:
-    """Ids of the market's live orders whose OCO partner has ended: a rebuild
-    leaves them out of the book and the next batch cancels them (reason
-    ``oco``), so that both legs of a pair never execute."""
+    """Ids of the market's live orders whose OCO partner ended other than by the
+    pair's own rule: filled, cancelled or expired, but not cancelled *because of*
+    this order (reason ``oco``: this one filled or fired first, it rightly lives
+    on). A rebuild leaves them out of the book and the next batch cancels them
+    (reason ``oco``), so that both legs of a pair never execute. A partner the
+    engine rejected at entry never formed a pair."""
+    ended = TERMINAL_STATUSES - {OrderStatus.REJECTED}
     return set(
         Order.objects.filter(
             market_id=market_id,
             status__in=LIVE_STATUSES,
-            oco_with__status__in=TERMINAL_STATUSES,
-        ).values_list("pk", flat=True)
+            oco_with__status__in=ended,
+        )
+        .exclude(oco_with__status_reason=engine.CancelReason.OCO.value)
+        .values_list("pk", flat=True)
     )

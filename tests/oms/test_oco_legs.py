@@ -133,3 +133,131 @@ def _end_without_the_engine(order: Order) -> None:
         Order.objects.filter(pk=order.pk).update(
             status="cancelled", status_reason="requested", held_amount=0
         )
+
+
+def _held(account, asset) -> tuple[Decimal, Decimal]:
+    balance = balance_of(account, asset)
+    return balance.held, balance.available
+
+
+def _pair(user, account, *, take_profit: str, stop_loss: str) -> tuple[Order, Order]:
+    """A take-profit sell at 11.00 and a stop-loss sell at 9.00, paired."""
+    first = _sell(user, account, price="11.00", quantity=take_profit)
+    second = _sell(
+        user,
+        account,
+        type="stop",
+        stop_price="9.00",
+        quantity=stop_loss,
+        oco_with=first.pk,
+    )
+    return first, second
+
+
+def test_a_pair_selling_on_one_side_holds_what_its_larger_leg_needs(
+    symbol, alice, alice_account
+):
+    # when alice pairs a take-profit of 5 with a stop-loss of 5, then of 3 with 4
+    _pair(alice, alice_account, take_profit="5", stop_loss="5")
+    match_now()
+    # then each pair holds its larger leg's need: 5, then 4
+    assert _held(alice_account, symbol.asset) == (Decimal(5), Decimal(995))
+    _pair(alice, alice_account, take_profit="3", stop_loss="4")
+    match_now()
+    assert _held(alice_account, symbol.asset) == (Decimal(9), Decimal(991))
+    assert_trading_consistent()
+
+
+def test_a_fill_of_one_leg_releases_the_other_legs_share_exactly(
+    symbol, alice, alice_account, bob_client, bob_account
+):
+    # given a pair holding 6 (take-profit 4, stop-loss 6)
+    take_profit, stop = _pair(alice, alice_account, take_profit="4", stop_loss="6")
+    match_now()
+    assert _held(alice_account, symbol.asset) == (Decimal(6), Decimal(994))
+
+    # when bob takes 3 of the take-profit
+    place(bob_client, bob_account, side="buy", price="11.00", quantity="3")
+    match_now()
+
+    # then the stop-loss is cancelled and the pair holds the take-profit's last 1
+    assert Order.objects.get(pk=stop.pk).status_reason == "oco"
+    assert Order.objects.get(pk=take_profit.pk).held_amount == Decimal(1)
+    assert _held(alice_account, symbol.asset) == (Decimal(1), Decimal(996))
+    assert_trading_consistent()
+
+
+def test_cancelling_one_leg_alone_leaves_the_other_holding_exactly_its_own_need(
+    market, symbol, alice, alice_account
+):
+    from exchange.services import market_state_set
+    from oms.services import order_cancel_queue
+    from tests import factories
+
+    # given a pair queued while the market was open, not matched before it closed
+    take_profit, stop = _pair(alice, alice_account, take_profit="5", stop_loss="3")
+    staff = factories.user("staff", is_staff=True)
+    market_state_set(market=market, state="closed", acting_user=staff, reason="x")
+    assert _held(alice_account, symbol.asset) == (Decimal(5), Decimal(995))
+
+    # when the take-profit alone is cancelled
+    order_cancel_queue(order_id=take_profit.pk, acting_user=alice)
+    match_now()
+
+    # then the stop-loss holds exactly its own 3
+    assert Order.objects.get(pk=take_profit.pk).status == "cancelled"
+    stop = Order.objects.get(pk=stop.pk)
+    assert (stop.status, stop.held_amount) == ("pending", Decimal(3))
+    assert _held(alice_account, symbol.asset) == (Decimal(3), Decimal(997))
+    assert_trading_consistent()
+
+
+def test_an_amended_leg_keeps_the_pairs_hold_at_its_larger_need(
+    symbol, alice, alice_account
+):
+    from oms.services import AmendSpec, order_amend
+
+    # given a pair holding 5 (take-profit 5, stop-loss 5)
+    take_profit, stop = _pair(alice, alice_account, take_profit="5", stop_loss="5")
+    match_now()
+
+    # when the take-profit grows to 8
+    order_amend(user=alice, order_id=take_profit.pk, amend=AmendSpec(quantity=D(8)))
+    match_now()
+    # then the pair holds 8 ...
+    assert _held(alice_account, symbol.asset) == (Decimal(8), Decimal(992))
+    # ... and once it shrinks to 2, the stop-loss's 5
+    order_amend(user=alice, order_id=take_profit.pk, amend=AmendSpec(quantity=D(2)))
+    match_now()
+    assert Order.objects.get(pk=take_profit.pk).quantity == Decimal(2)
+    assert Order.objects.get(pk=stop.pk).status == "waiting"
+    assert _held(alice_account, symbol.asset) == (Decimal(5), Decimal(995))
+    assert_trading_consistent()
+
+
+def test_legs_on_opposite_sides_keep_separate_holds(symbol, alice, alice_account):
+    # when alice pairs a sell of 5 at 11.00 with a buy of 4 at 9.00
+    sell = _sell(alice, alice_account, price="11.00", quantity="5")
+    spec = OrderSpec(
+        account_id=alice_account.pk,
+        symbol="XSX:XS01",
+        side="buy",
+        type="limit",
+        time_in_force="gtc",
+        price=D("9.00"),
+        quantity=D(4),
+        oco_with=sell.pk,
+    )
+    order_place(user=alice, spec=spec)
+    match_now()
+
+    # then each holds its own: 5 shares and 36.00 cash
+    assert _held(alice_account, symbol.asset) == (Decimal(5), Decimal(995))
+    assert _held(alice_account, symbol.currency) == (
+        Decimal("36.00"),
+        Decimal("9964.00"),
+    )
+    assert_trading_consistent()
+
+
+D = Decimal
