@@ -189,6 +189,11 @@ def _store(
     client_order_id: str,
     rates: FeeRates,
 ) -> Order:
+    """Store the order, its hold, first event and place request (inside the
+    caller's transaction). Locks: an OCO leg's partner order first, then the
+    balance (docs/architecture.md, "Lock order"). A leg on the same side as its
+    partner holds only what it needs beyond the partner's hold
+    (``oco_leg_hold``). Raises ``OrderError`` (``invalid_oco``, shortfall)."""
     market = symbol.market
     partner = _oco_partner(account, symbol, spec.oco_with) if spec.oco_with else None
     expire_at = spec.expire_at
