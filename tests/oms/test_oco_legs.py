@@ -261,3 +261,46 @@ def test_legs_on_opposite_sides_keep_separate_holds(symbol, alice, alice_account
 
 
 D = Decimal
+
+
+def test_a_leg_amended_while_a_batch_fills_it_keeps_the_pairs_hold_exact(
+    monkeypatch,
+    matcher,
+    symbol,
+    alice,
+    alice_client,
+    alice_account,
+    bob_client,
+    bob_account,
+):
+    shares = symbol.asset
+    # given a resting take-profit of 5 at 11.00 paired with a parked stop-loss of 5
+    take_profit, stop = _pair(alice, alice_account, take_profit="5", stop_loss="5")
+    wait_for(lambda: Order.objects.get(pk=stop.pk).status == "waiting")
+    assert _held(alice_account, shares) == (Decimal(5), Decimal(995))
+
+    # when bob's buy of 3 is matched by a batch that pauses before it locks the
+    # pair, and alice grows the take-profit to 8 meanwhile (holding 3 more) ...
+    pause = PauseBeforeMakers().install(monkeypatch)
+    place(bob_client, bob_account, side="buy", price="11.00", quantity="3")
+    assert pause.paused.wait(20)
+    amend = alice_client.patch(
+        f"/api/v1/orders/{take_profit.pk}", {"quantity": "8"}, format="json"
+    )
+    assert amend.status_code == 202, amend.json()
+    assert _held(alice_account, shares) == (Decimal(8), Decimal(992))
+    pause.resume.set()
+    wait_for(_inbox_empty)
+
+    # then the stop-loss is cancelled, and the take-profit holds its 5 left
+    assert Order.objects.get(pk=stop.pk).status_reason == "oco"
+    take_profit = Order.objects.get(pk=take_profit.pk)
+    assert (take_profit.quantity, take_profit.filled_quantity) == (D(8), D(3))
+    assert take_profit.held_amount == Decimal(5)
+    assert _held(alice_account, shares) == (Decimal(5), Decimal(992))
+
+    # and a fill of the rest succeeds
+    place(bob_client, bob_account, side="buy", price="11.00", quantity="5")
+    wait_for(lambda: Order.objects.get(pk=take_profit.pk).status == "filled")
+    assert _held(alice_account, shares) == (Decimal(0), Decimal(992))
+    assert_trading_consistent()
