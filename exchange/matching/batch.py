@@ -73,8 +73,12 @@ class _Batch(BatchBooking):
         )
 
     def _load_orders(self, order_ids: set[int]) -> None:
-        """Lock and load the orders not loaded yet (in pk order), each with the
-        number of its amend requests still waiting.
+        """Lock and load the orders not loaded yet (in pk order), and their OCO
+        partners, each with the number of its amend requests still waiting.
+
+        Lock order (docs/architecture.md): the batch is the one path that locks
+        several orders (``FOR NO KEY UPDATE``: queueing a cancel does not wait for
+        it); it takes them before any balance.
 
         The waiting amends are counted after the row lock: ``order_amend`` raises
         an order's hold and inserts its request under the same lock, so an amend
