@@ -300,6 +300,15 @@ class OrderRequest(models.Model):
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            # At most one cancel or expiry waits per order: queueing one needs no
+            # lock on the order (a duplicate is dropped, ON CONFLICT DO NOTHING).
+            models.UniqueConstraint(
+                fields=["order"],
+                condition=Q(kind__in=["cancel", "expire"], processed_at__isnull=True),
+                name="order_request_one_cancel_waiting",
+            )
+        ]
         indexes = [
             models.Index(
                 fields=["market", "id"],

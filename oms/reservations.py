@@ -217,3 +217,17 @@ def hold_lines(
         Line(*key, Bucket.HELD, held_amount),
     ]
     return lines, from_unsettled
+
+
+def oco_leg_hold(partner: Order, held_asset: Asset, needed: Decimal) -> Decimal:
+    """What a new OCO leg needing ``needed`` of ``held_asset`` adds to the hold of
+    its open ``partner`` (locked).
+
+    Only one leg of a pair can execute, so a pair on one side (same held asset)
+    holds what its larger leg needs: the new leg adds what it needs beyond the
+    partner's hold. Legs on opposite sides hold different assets: each holds its
+    own need. The matching batch keeps the pair's hold at the larger need as the
+    legs fill, amend or end (``BatchBooking._settle_pair``)."""
+    if partner.held_asset_id != held_asset.pk:
+        return needed
+    return max(Decimal(0), needed - partner.held_amount)

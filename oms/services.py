@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -30,11 +30,13 @@ from oms.reservations import (
     buy_reservation,
     hold_lines,
     hold_post,
+    oco_leg_hold,
     order_buy_reservation,
     order_reservation,
     shortfall_error,
     trailing_stop_initial,
 )
+from oms.retry import retry_on_conflict
 from oms.specs import AmendSpec, OrderSpec, PlaceResult, default_time_in_force
 from oms.validation import (
     account_for_trading,
@@ -90,6 +92,7 @@ def day_order_expiry(market: Market, now: datetime) -> datetime:
     return midnight
 
 
+@retry_on_conflict
 def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
     """Place an order. Returns the stored order (``created=False`` for a resubmission
     of the same ``client_order_id`` and body). Raises ``OrderError``; on error
@@ -194,11 +197,18 @@ def _store(
     client_order_id: str,
     rates: FeeRates,
 ) -> Order:
+    """Store the order, its hold, first event and place request (inside the
+    caller's transaction). Locks: an OCO leg's partner order first, then the
+    balance (docs/architecture.md, "Lock order"). A leg on the same side as its
+    partner holds only what it needs beyond the partner's hold
+    (``oco_leg_hold``). Raises ``OrderError`` (``invalid_oco``, shortfall)."""
     market = symbol.market
     partner = _oco_partner(account, symbol, spec.oco_with) if spec.oco_with else None
     expire_at = spec.expire_at
     if spec.time_in_force == Order.TimeInForce.DAY:
         expire_at = day_order_expiry(market, timezone.now())
+    if partner is not None:
+        held_amount = oco_leg_hold(partner, held_asset, held_amount)
     batch = LedgerBatch([(account.pk, held_asset.pk)])
     lines, held_unsettled = hold_lines(
         account, batch.balance(account.pk, held_asset.pk), spec.side, held_amount
@@ -236,12 +246,13 @@ def _store(
         partner.oco_with = order
         partner.save(update_fields=["oco_with", "updated_at"])
     try:
-        batch.post(
-            kind=JournalEntry.Kind.HOLD,
-            lines=lines,
-            reference=f"order:{order.pk}",
-            acting_user_id=user.pk,
-        )
+        if held_amount:
+            batch.post(
+                kind=JournalEntry.Kind.HOLD,
+                lines=lines,
+                reference=f"order:{order.pk}",
+                acting_user_id=user.pk,
+            )
     except InsufficientBalanceError as error:
         raise shortfall_error(held_asset, held_amount, error) from error
     batch.flush()
@@ -289,43 +300,34 @@ def order_cancel(*, user: User, order_id: int) -> Order:
     return order_cancel_queue(order_id=order.pk, acting_user=user)
 
 
+@retry_on_conflict
 def order_cancel_queue(
     *, order_id: int, acting_user: User, audit_reason: str = ""
 ) -> Order:
     """Queue a cancel request for an open order (no access check: callers do it).
 
-    Idempotent: a cancel already queued is not queued again. With ``audit_reason``
-    an audit record names ``acting_user`` (staff acting on a client's order).
-    Raises ``OrderError`` ``order_not_open`` (409). On commit wakes the matcher.
+    Locks no order row (lock order, docs/architecture.md): the matching batch
+    decides what a cancel of an order that ended meanwhile means. Idempotent: a
+    cancel or expiry already waiting is not queued again (a partial unique index
+    on the inbox). With ``audit_reason`` an audit record names ``acting_user``
+    (staff acting on a client's order). Raises ``OrderError`` ``order_not_open``
+    (409), ``busy`` (503). On commit wakes the matcher.
     """
     with transaction.atomic(durable=True):
-        order = (
-            Order.objects.select_for_update(of=("self",))
-            .select_related("symbol__market", "symbol__asset", "symbol__currency")
-            .get(pk=order_id)
-        )
+        order = Order.objects.select_related(
+            "symbol__market", "symbol__asset", "symbol__currency"
+        ).get(pk=order_id)
         if order.status not in OPEN_STATUSES:
             raise OrderError(
                 "order_not_open", f"Order {order.pk} is {order.status}.", status=409
             )
-        already = OrderRequest.objects.filter(
-            order=order, kind=OrderRequest.Kind.CANCEL, processed_at__isnull=True
-        ).exists()
-        if not already:
-            OrderRequest.objects.create(
-                market_id=order.market_id,
-                order=order,
-                kind=OrderRequest.Kind.CANCEL,
-                requested_by_id=acting_user.pk,
+        if _queue([order], OrderRequest.Kind.CANCEL, acting_user) and audit_reason:
+            audit_record(
+                actor=acting_user,
+                action="order_cancel",
+                target=order,
+                reason=audit_reason,
             )
-            if audit_reason:
-                audit_record(
-                    actor=acting_user,
-                    action="order_cancel",
-                    target=order,
-                    reason=audit_reason,
-                )
-            market_notify(order.symbol.market.code)
     return order
 
 
@@ -335,7 +337,7 @@ def _order_for_trading(user: User, order_id: int, *, lock: bool = False) -> Orde
         "symbol__market", "symbol__asset", "symbol__currency"
     )
     if lock:
-        orders = orders.select_for_update(of=("self",))
+        orders = orders.select_for_update(of=("self",), no_key=True)
     order = orders.filter(
         pk=order_id, account__access__user_id=trading_user_id(user)
     ).first()
@@ -347,6 +349,7 @@ def _order_for_trading(user: User, order_id: int, *, lock: bool = False) -> Orde
     return order
 
 
+@retry_on_conflict
 def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
     """Ask the matching worker to amend an open order.
 
@@ -398,6 +401,7 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
     return order
 
 
+@retry_on_conflict
 def order_cancel_all(
     *,
     user: User,
@@ -407,8 +411,8 @@ def order_cancel_all(
 ) -> list[Order]:
     """Queue a cancel for every open order of the account (optionally of one symbol
     and/or side); returns the orders. Orders already being cancelled are included
-    but not queued twice. Raises ``OrderError`` (``account_forbidden``,
-    ``unknown_symbol``)."""
+    but not queued twice. Locks no order row (lock order, docs/architecture.md).
+    Raises ``OrderError`` (``account_forbidden``, ``unknown_symbol``, ``busy``)."""
     account = account_for_trading(user=user, account_id=account_id)
     orders = Order.objects.filter(account=account, status__in=OPEN_STATUSES)
     if symbol is not None:
@@ -416,43 +420,49 @@ def order_cancel_all(
     if side is not None:
         orders = orders.filter(side=side)
     with transaction.atomic(durable=True):
-        locked = list(
-            orders.select_for_update(of=("self",))
-            .select_related("symbol__market", "symbol__asset", "symbol__currency")
-            .order_by("pk")
+        found = list(
+            orders.select_related(
+                "market", "symbol__market", "symbol__asset", "symbol__currency"
+            ).order_by("pk")
         )
-        _queue(locked, OrderRequest.Kind.CANCEL, user)
-    return locked
+        _queue(found, OrderRequest.Kind.CANCEL, user)
+    return found
 
 
 def _queue(orders: list[Order], kind: str, user: User | None) -> int:
-    """Queue a ``kind`` request (cancel/expire) for each order (locked, open) that
-    has none waiting; wakes their markets on commit. Returns how many were queued."""
+    """Queue a ``kind`` request (cancel/expire) for each order that has none
+    waiting; wakes their markets on commit. Returns how many were queued.
+
+    Precondition: inside a transaction. Takes no row lock: the inbox's partial
+    unique index (one waiting cancel or expiry per order) drops a duplicate, even
+    one a concurrent transaction is inserting (``ON CONFLICT DO NOTHING``). An
+    order may end before its request is matched: the batch then records
+    ``cancel_rejected:order_not_live``."""
     if not orders:
         return 0
-    waiting = set(
-        OrderRequest.objects.filter(
-            order__in=orders,
-            kind__in=(OrderRequest.Kind.CANCEL, OrderRequest.Kind.EXPIRE),
-            processed_at__isnull=True,
-        ).values_list("order_id", flat=True)
-    )
-    new = [
-        OrderRequest(
-            market_id=order.market_id,
-            order=order,
-            kind=kind,
-            requested_by_id=None if user is None else user.pk,
+    table = OrderRequest._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} "  # noqa: S608 (the table name is ours)
+            "(market_id, order_id, kind, requested_by_id, created_at) "
+            "SELECT market_id, order_id, %s, %s, now() "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS t(market_id, order_id) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            [
+                kind,
+                None if user is None else user.pk,
+                [order.market_id for order in orders],
+                [order.pk for order in orders],
+            ],
         )
-        for order in orders
-        if order.pk not in waiting
-    ]
-    OrderRequest.objects.bulk_create(new)
-    for code in sorted({order.market.code for order in orders}):
-        market_notify(code)
-    return len(new)
+        queued = len(cursor.fetchall())
+    if queued:
+        for code in sorted({order.market.code for order in orders}):
+            market_notify(code)
+    return queued
 
 
+@retry_on_conflict
 def orders_expire_due(
     *, now: datetime | None = None, market: Market | None = None
 ) -> int:
@@ -470,7 +480,8 @@ def orders_expire_due(
 
 
 def orders_expire_day(*, market: Market) -> int:
-    """Queue the expiry of every open DAY order of ``market`` (its session closed)."""
+    """Queue the expiry of every open DAY order of ``market`` (its session closed):
+    every one of them, whoever holds a lock on it (no row lock is taken)."""
     return _expire(
         Order.objects.filter(
             market=market,
@@ -482,12 +493,8 @@ def orders_expire_day(*, market: Market) -> int:
 
 def _expire(orders: QuerySet[Order]) -> int:
     with transaction.atomic():
-        locked = list(
-            orders.select_for_update(of=("self",), skip_locked=True)
-            .select_related("market")
-            .order_by("pk")
-        )
-        return _queue(locked, OrderRequest.Kind.EXPIRE, None)
+        found = list(orders.select_related("market").order_by("pk"))
+        return _queue(found, OrderRequest.Kind.EXPIRE, None)
 
 
 def orders_expire_at_close(

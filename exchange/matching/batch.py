@@ -1,7 +1,8 @@
 """One batch: applying requests to the books and turning engine events into order state changes and fills."""
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from exchange.models import Market, Symbol
 from exchange.trading import MarketTradingStates
 from oms.models import (
     LIVE_STATUSES,
+    OPEN_STATUSES,
     RESTING_STATUSES,
     Order,
     OrderRequest,
@@ -62,7 +64,6 @@ class _Batch(BatchBooking):
         self.band_breaches: dict[int, int] = {}
         #: Symbols whose book entered (True) or left (False) auction mode.
         self.auction_changes: dict[int, bool] = {}
-        self.orders_with_later_amends: set[int] = set()
         #: Ids of the trades this batch created, and the unsettled cash its trades
         #: credited so far per (account, currency): for releases of holds drawn
         #: from unsettled cash (``_release``).
@@ -72,26 +73,55 @@ class _Batch(BatchBooking):
         )
 
     def _load_orders(self, order_ids: set[int]) -> None:
+        """Lock and load the orders not loaded yet (in pk order), and their OCO
+        partners, each with the number of its amend requests still waiting.
+
+        Lock order (docs/architecture.md): the batch is the one path that locks
+        several orders (``FOR NO KEY UPDATE``: queueing a cancel does not wait for
+        it); it takes them before any balance.
+
+        The waiting amends are counted after the row lock: ``order_amend`` raises
+        an order's hold and inserts its request under the same lock, so an amend
+        either committed before the lock (counted here, with its raised
+        ``held_amount`` read) or waits for this batch to commit.
+        """
         missing = order_ids - self.states.keys()
         if not missing:
             return
         orders = (
-            Order.objects.select_for_update(of=("self",))
+            Order.objects.select_for_update(of=("self",), no_key=True)
             .select_related(
                 "symbol__market", "symbol__asset", "symbol__currency", "held_asset"
             )
             .filter(pk__in=missing)
             .order_by("pk")
         )
-        for order in orders:
+        loaded = list(orders)
+        waiting = Counter(
+            OrderRequest.objects.filter(
+                order_id__in=[order.pk for order in loaded],
+                kind=OrderRequest.Kind.AMEND,
+                processed_at__isnull=True,
+            ).values_list("order_id", flat=True)
+        )
+        for order in loaded:
             resting = order.status in RESTING_STATUSES
             self.states[order.pk] = _OrderState(
-                order, on_book=resting, was_on_book=resting
+                order,
+                on_book=resting,
+                was_on_book=resting,
+                amends_waiting=waiting[order.pk],
             )
+        # An OCO pair's hold is shared (``BatchBooking._settle_pair``): a leg is
+        # never booked without its partner.
+        partners = {order.oco_with_id for order in loaded if order.oco_with_id}
+        self._load_orders(partners)
 
     def persist(self, transitions: dict[int, bool]) -> None:
         self._load_orders({request.order_id for request in self.requests})
-        self._count_waiting_amends()
+        if self.worker.oco_orphans:
+            self.end_oco_orphans(self.worker.oco_orphans)
+            self.worker.oco_orphans = set()
         for symbol_id, auction in sorted(transitions.items()):
             self._auction_transition(symbol_id, auction)
         for request in self.requests:
@@ -117,24 +147,6 @@ class _Batch(BatchBooking):
         # The symbol's summary shows the change even if no level moved.
         self.touched_levels.setdefault(symbol_id, set())
 
-    def _count_waiting_amends(self) -> None:
-        if not self.requests:
-            return
-        for request in self.requests:
-            if request.kind == OrderRequest.Kind.AMEND:
-                self.states[request.order_id].amends_waiting += 1
-        later = (
-            OrderRequest.objects.filter(
-                market=self.market,
-                kind=OrderRequest.Kind.AMEND,
-                processed_at__isnull=True,
-                pk__gt=self.requests[-1].pk,
-            )
-            .values_list("order_id", flat=True)
-            .distinct()
-        )
-        self.orders_with_later_amends = set(later)
-
     # -- applying requests to the books -------------------------------------------
 
     def _place(self, request: OrderRequest, state: _OrderState) -> None:
@@ -151,26 +163,88 @@ class _Batch(BatchBooking):
             state.move(OrderStatus.REJECTED, reason=f"symbol_{trading.code}")
             return
         book = self.worker.book_for(order.symbol_id)
+        if self._partner_ended(order, book):
+            # One of the pair ended before the other reached the book (filled,
+            # cancelled, expired or rejected): this one must not execute too.
+            state.move(OrderStatus.CANCELLED, reason=engine.CancelReason.OCO.value)
+            return
         events = book.apply(new_order_command(order, symbol, book))
         self._apply_events(symbol, events)
 
+    def _partner_ended(self, order: Order, book: engine.OrderBook) -> bool:
+        """Whether ``order`` has an OCO partner that is not in the book because it
+        ended (locks the partner: its state this batch, or the stored one)."""
+        partner_id = order.oco_with_id
+        if partner_id is None or partner_id in book:
+            return False
+        self._load_orders({partner_id})
+        return self.states[partner_id].order.is_terminal
+
+    def _oco_cancel_partner(self, order: Order, acting_user_id: int | None) -> None:
+        """``order`` ended before it reached the book: cancel its OCO partner if
+        the engine holds it (the engine links a pair only once both are in)."""
+        partner_id = order.oco_with_id
+        book = self.worker.book_for(order.symbol_id)
+        if partner_id is None or partner_id not in book:
+            return  # none, ended, or pending: its own entry sees this one ended
+        events = [
+            replace(event, reason=engine.CancelReason.OCO)
+            if isinstance(event, engine.Cancelled) and event.order_id == partner_id
+            else event
+            for event in book.apply(engine.CancelOrder(partner_id))
+        ]
+        symbol = self.worker.symbols[order.symbol_id]
+        self._apply_events(symbol, events, acting_user_id=acting_user_id)
+
+    def end_oco_orphans(self, order_ids: set[int]) -> None:
+        """Cancel (reason ``oco``) the live orders the worker left out of its
+        rebuilt book because their OCO partner had ended (``oco_orphans``)."""
+        self._load_orders(order_ids)
+        for order_id in sorted(order_ids):
+            state = self.states[order_id]
+            if state.order.status in LIVE_STATUSES:
+                state.on_book = False
+                state.move(OrderStatus.CANCELLED, reason=engine.CancelReason.OCO.value)
+
     def _cancel(self, request: OrderRequest, state: _OrderState) -> None:
+        """Carry out a cancel or expiry; every outcome is an order event.
+
+        A pending order ends here; a live one through the engine. One the engine
+        does not hold although the database says it is open is an inconsistency:
+        logged as an error and ended with reason ``not_in_book`` (its reservation
+        is released with the batch). An order that already ended records the
+        refusal ``cancel_rejected:order_not_live`` (``expire_rejected:...``)."""
         order = state.order
         expire = request.kind == OrderRequest.Kind.EXPIRE
+        user_id = request.requested_by_id
         if order.status == OrderStatus.PENDING:
             # Its place request has not been matched (the market is not open).
             state.move(
                 OrderStatus.EXPIRED if expire else OrderStatus.CANCELLED,
                 reason="expired" if expire else "requested",
-                acting_user_id=request.requested_by_id,
+                acting_user_id=user_id,
             )
-        elif order.status in LIVE_STATUSES:
+            self._oco_cancel_partner(order, user_id)
+        elif order.status not in OPEN_STATUSES:
+            verb = "expire" if expire else "cancel"
+            state.note(f"{verb}_rejected:order_not_live", acting_user_id=user_id)
+        elif order.pk not in self.worker.book_for(order.symbol_id):
+            logger.error(
+                "order %s is %s in the database but not in the book: cancelling it",
+                order.pk,
+                order.status,
+            )
+            state.on_book = False
+            state.move(
+                OrderStatus.CANCELLED, reason="not_in_book", acting_user_id=user_id
+            )
+        else:
             symbol = self.worker.symbols[order.symbol_id]
             command = (
                 engine.ExpireOrder(order.pk) if expire else engine.CancelOrder(order.pk)
             )
             events = self.worker.book_for(order.symbol_id).apply(command)
-            self._apply_events(symbol, events, acting_user_id=request.requested_by_id)
+            self._apply_events(symbol, events, acting_user_id=user_id)
 
     def _amend(self, request: OrderRequest, state: _OrderState) -> None:
         order = state.order

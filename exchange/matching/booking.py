@@ -51,7 +51,6 @@ class BatchBooking:
     touched_levels: defaultdict[int, set[tuple[engine.Side, int]]]
     band_breaches: dict[int, int]
     auction_changes: dict[int, bool]
-    orders_with_later_amends: set[int]
     trade_ids: set[int]
     unsettled_credited: defaultdict[tuple[int, int], Decimal]
 
@@ -65,18 +64,26 @@ class BatchBooking:
                 keys.add((state.order.account_id, fill.symbol.currency_id))
                 keys.add((state.order.account_id, fill.symbol.asset_id))
             keys.add((fee_account.pk, fill.symbol.currency_id))
+        pairs = self._pairs()
         for state in self.states.values():
             if state.order.is_terminal or state.recheck_hold:
                 keys.add((state.order.account_id, state.order.held_asset_id))
+        for first, _second in pairs:
+            keys.add((first.order.account_id, first.order.held_asset_id))
         ledger = LedgerBatch(keys)
         trades = self._create_trades()
         for fill, trade in zip(self.fills, trades, strict=True):
             self._post_trade(ledger, fee_account, fill, trade)
+        paired = {state.order.pk for pair in pairs for state in pair}
         for state in self.states.values():
+            if state.order.pk in paired:
+                continue
             if state.order.is_terminal and state.order.held_amount:
                 self._release(ledger, state, state.order.held_amount)
             elif state.recheck_hold:
                 self._recheck_hold(ledger, state)
+        for first, second in pairs:
+            self._settle_pair(ledger, first, second)
         ledger.flush()
         self._symbols_update(trades)
         changed = [s for s in self.states.values() if s.changed]
@@ -285,6 +292,9 @@ class BatchBooking:
         ledger.adjust_cost(sell.account_id, symbol.asset_id, -cost_out)
         self._charge_fee(fill, buy, value, buyer_fee)
         self._charge_fee(fill, sell, value, seller_fee)
+        # A leg of a same-side OCO pair fills from the pair's shared hold.
+        self._pool(fill.buy)
+        self._pool(fill.sell)
         buy.held_amount -= value + buyer_fee
         # Fills spend the part of the hold drawn from unsettled cash first.
         buy.held_unsettled -= min(buy.held_unsettled, value + buyer_fee)
@@ -302,13 +312,86 @@ class BatchBooking:
         while an amend of the order waits (it may need the cash held for it), nor
         when its price or quantity changed in the batch (re-checked at the end)."""
         return not (
-            state.recheck_hold or state.order.pk in self.orders_with_later_amends
+            state.recheck_hold
+            or state.amends_waiting
+            or self._partner(state) is not None
         )
+
+    # -- OCO pairs on one side: one shared hold ------------------------------------
+
+    def _partner(self, state: _OrderState) -> _OrderState | None:
+        """The OCO partner sharing ``state``'s hold (same account and held asset:
+        the pair is on one side), if any. Both legs are always loaded together."""
+        partner_id = state.order.oco_with_id
+        partner = None if partner_id is None else self.states.get(partner_id)
+        if partner is None or partner.order.held_asset_id != state.order.held_asset_id:
+            return None
+        return partner
+
+    def _pairs(self) -> list[tuple[_OrderState, _OrderState]]:
+        """The same-side OCO pairs of which a leg changed in this batch."""
+        pairs = []
+        for state in self.states.values():
+            partner = self._partner(state)
+            if (
+                partner is not None
+                and state.order.pk < partner.order.pk
+                and (state.changed or partner.changed)
+            ):
+                pairs.append((state, partner))
+        return pairs
+
+    def _pool(self, state: _OrderState) -> None:
+        """Move the whole hold of ``state``'s pair onto ``state`` (the leg a fill
+        is about to consume); ``_settle_pair`` splits it again at the end."""
+        partner = self._partner(state)
+        if partner is None or not partner.order.held_amount:
+            return
+        order, other = state.order, partner.order
+        order.held_amount += other.held_amount
+        order.held_unsettled += other.held_unsettled
+        other.held_amount = other.held_unsettled = Decimal(0)
+        state.changed = partner.changed = True
+
+    def _need(self, order: Order) -> Decimal:
+        """What an order's rest can still need (nothing once it ended)."""
+        if order.is_terminal:
+            return Decimal(0)
+        if order.side == Order.Side.BUY:
+            return order_buy_reservation(order)
+        return order.remaining_quantity
+
+    def _settle_pair(
+        self, ledger: LedgerBatch, first: _OrderState, second: _OrderState
+    ) -> None:
+        """A same-side OCO pair holds what its larger leg needs (only one can
+        execute), all of it on that leg: release the rest, e.g. once a leg ended
+        (the other then holds exactly its own need). While an amend of an open
+        leg waits nothing is released (the amend raised the hold for itself)."""
+        keeper = (
+            first if self._need(first.order) >= self._need(second.order) else second
+        )
+        self._pool(keeper)
+        needed = self._need(keeper.order)
+        held = keeper.order.held_amount
+        waiting = any(
+            s.amends_waiting and not s.order.is_terminal for s in (first, second)
+        )
+        if held > needed and not waiting:
+            self._release(ledger, keeper, held - needed)
+        elif held < needed:
+            logger.error(
+                "OCO pair %s/%s holds %s, needs %s",
+                first.order.pk,
+                second.order.pk,
+                held,
+                needed,
+            )
 
     def _recheck_hold(self, ledger: LedgerBatch, state: _OrderState) -> None:
         """Release what a live order holds beyond what its rest can still need."""
         order = state.order
-        if order.is_terminal or order.pk in self.orders_with_later_amends:
+        if order.is_terminal or state.amends_waiting:
             return
         if order.side == Order.Side.BUY:
             needed = order_buy_reservation(order)

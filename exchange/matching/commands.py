@@ -6,6 +6,8 @@ from decimal import Decimal
 from exchange import engine
 from exchange.models import Symbol
 from oms.models import (
+    LIVE_STATUSES,
+    TERMINAL_STATUSES,
     Order,
     OrderStatus,
 )
@@ -47,7 +49,8 @@ def new_order_command(
     order: Order, symbol: Symbol, book: engine.OrderBook
 ) -> engine.NewOrder:
     """The engine command that enters a stored order. The OMS links both orders of
-    an OCO pair; the link is made in the engine by the second to arrive."""
+    an OCO pair; the link is made in the engine by the second to arrive (the batch
+    cancels a leg whose partner ended before it arrived: ``_Batch._place``)."""
     return engine.NewOrder(
         order_id=order.pk,
         side=_SIDE[order.side],
@@ -93,4 +96,23 @@ def restore_command(
         min_quantity=symbol.to_lots(order.min_quantity),
         stp=_STP[order.self_trade_prevention],
         oco_with=order.oco_with_id if order.oco_with_id in restored else None,
+    )
+
+
+def oco_orphans(market_id: int) -> set[int]:
+    """Ids of the market's live orders whose OCO partner ended other than by the
+    pair's own rule: filled, cancelled or expired, but not cancelled *because of*
+    this order (reason ``oco``: this one filled or fired first, it rightly lives
+    on). A rebuild leaves them out of the book and the next batch cancels them
+    (reason ``oco``), so that both legs of a pair never execute. A partner the
+    engine rejected at entry never formed a pair."""
+    ended = TERMINAL_STATUSES - {OrderStatus.REJECTED}
+    return set(
+        Order.objects.filter(
+            market_id=market_id,
+            status__in=LIVE_STATUSES,
+            oco_with__status__in=ended,
+        )
+        .exclude(oco_with__status_reason=engine.CancelReason.OCO.value)
+        .values_list("pk", flat=True)
     )

@@ -24,8 +24,9 @@ class _OrderState:
     on_book: bool = False
     #: It rested on the book before this batch.
     was_on_book: bool = False
-    #: Amends of this order not yet applied (this batch's and later ones): while
-    #: any is waiting, fills free no cash (the amend may need it).
+    #: Amends of this order not yet applied (this batch's and later ones, counted
+    #: under the order's row lock): while any is waiting, fills and re-checks free
+    #: no cash (the amend may need what it raised the hold by).
     amends_waiting: int = 0
     #: Re-check the reservation against the order's needs at the end of the batch
     #: (its price or quantity changed).
@@ -54,6 +55,21 @@ class _OrderState:
         self.order.status = to_status
         if reason:
             self.order.status_reason = reason
+        self.changed = True
+
+    def note(self, reason: str, *, acting_user_id: int | None = None) -> None:
+        """Record an event that changes neither the status nor its reason (a
+        refused request of an order that already ended)."""
+        status = self.order.status
+        self.events.append(
+            OrderEvent(
+                order=self.order,
+                from_status=status,
+                to_status=status,
+                reason=reason,
+                acting_user_id=acting_user_id,
+            )
+        )
         self.changed = True
 
 

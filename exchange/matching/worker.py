@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from exchange import engine
 from exchange.matching.batch import _Batch
-from exchange.matching.commands import restore_command
+from exchange.matching.commands import oco_orphans, restore_command
 from exchange.matching.ownership import MarketOwnership
 from exchange.models import Market, Symbol, Trade, TradingState
 from exchange.trading import MarketTradingStates, dynamic_band, market_trading_states
@@ -77,6 +77,9 @@ class MatchingWorker:
         #: The books reflect the database (False until rebuilt, and after a failure).
         self.is_ready = False
         self._last_priority = 0
+        #: Live orders left out of the rebuilt book (their OCO partner ended), for
+        #: the next batch to cancel.
+        self.oco_orphans: set[int] = set()
         self._last_expiry_scan = 0.0
 
     # -- life cycle ---------------------------------------------------------------
@@ -151,6 +154,7 @@ class MatchingWorker:
         # Resting orders in priority order, then parked stops in acceptance order:
         # the order the engine lists them in its snapshot.
         restored: set[int] = set()
+        self.oco_orphans = oco_orphans(self.market.pk)
         for waiting in (False, True):
             orders = (
                 live.filter(status=OrderStatus.WAITING)
@@ -158,6 +162,8 @@ class MatchingWorker:
                 else live.exclude(status=OrderStatus.WAITING)
             )
             for order in orders.order_by("priority", "id").iterator(chunk_size=2000):
+                if order.pk in self.oco_orphans:
+                    continue
                 symbol = self.symbols[order.symbol_id]
                 events = self.books[order.symbol_id].apply(
                     restore_command(order, symbol, restored)
@@ -210,7 +216,7 @@ class MatchingWorker:
             )
             requests = list(inbox.order_by("id")[: self.batch_size])
             transitions = self._auction_transitions(states)
-            if not requests and not transitions:
+            if not requests and not transitions and not self.oco_orphans:
                 return 0
             try:
                 _Batch(self, market, requests, states, now).persist(transitions)
