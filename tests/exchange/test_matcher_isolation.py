@@ -131,3 +131,38 @@ def test_a_cancel_that_always_fails_is_recorded_as_failed_and_the_order_stays_wo
     assert IsolatedRequest.objects.get().kind == "cancel"
     assert_book_not_crossed()
     assert_trading_consistent()
+
+
+def test_a_place_that_cannot_even_be_rejected_is_recorded_and_left_for_staff(
+    market, symbol, alice, alice_account, bob, bob_account, hooks
+):
+    # given a place whose every batch fails, its rejection included
+    poison = place(alice, alice_account, "buy", "9.00", "5")
+    hook, calls = always_failing(poison.pk, lambda status: True)
+    hooks(hook)
+    held = Order.objects.get(pk=poison.pk).held_amount
+
+    # when the matcher runs, and a later request arrives
+    matcher = MatcherThread("XSX").start()
+    try:
+        wait_for(inbox_empty)
+        sell = place(bob, bob_account, "sell", "9.50", "1")
+        wait_for(lambda: status_of(sell) == "working")
+    finally:
+        matcher.stop()
+
+    # then after three lone tries and a failed isolation the request is only
+    # marked processed and recorded; the order keeps its reservation
+    assert len(calls) == 4
+    order = Order.objects.get(pk=poison.pk)
+    assert (order.status, order.held_amount) == ("pending", held)
+    assert list(
+        OrderEvent.objects.filter(order=poison)
+        .exclude(from_status="new")
+        .values_list("from_status", "to_status", "reason")
+    ) == [("pending", "pending", "place_rejected:isolated:unresolved")]
+    isolated = IsolatedRequest.objects.get()
+    assert (isolated.order_id, isolated.attempts) == (poison.pk, 3)
+    assert isolated.reason.startswith("unresolved: InsufficientBalanceError: ")
+    assert_book_not_crossed()
+    assert_trading_consistent()
