@@ -114,6 +114,30 @@ class MarketOwnership:
                 f" {self.market_code} (epoch {self.epoch})"
             )
 
+    def own_for_transaction(self) -> None:
+        """Own the market for the caller's transaction only: a worker driven
+        synchronously (tests, scripts), not by ``run()``.
+
+        Takes the advisory lock at transaction level (``pg_try_advisory_xact_lock``,
+        released at commit or rollback) and bumps the epoch in the same
+        transaction, so a running owner's next batch fails its fence and rebuilds.
+        Raises ``OwnershipLost`` if another worker owns the market."""
+        assert connection.in_atomic_block
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s)",
+                    [advisory_key(self.market_code)],
+                )
+                taken = bool(cursor.fetchone()[0])
+        else:
+            taken = (
+                self._local is not None or not _local_owners[self.market_code].locked()
+            )
+        if not taken:
+            raise OwnershipLost(f"market {self.market_code} has another owner")
+        self.epoch = self._epoch_bump_in_transaction()
+
     def is_held(self) -> bool:
         """Does this worker's current database session hold the market's lock?"""
         if self._local is not None:
@@ -154,20 +178,28 @@ class MarketOwnership:
         return False
 
     def _epoch_bump(self) -> int:
-        holder = (
-            f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+        with transaction.atomic(durable=True):
+            epoch = self._epoch_bump_in_transaction()
+        logger.info(
+            "matcher %s took market %s at epoch %s",
+            _holder(),
+            self.market_code,
+            epoch,
         )
+        return epoch
+
+    def _epoch_bump_in_transaction(self) -> int:
         market = Market.objects.get(code=self.market_code)
         self.market_id = market.pk
-        with transaction.atomic(durable=True):
-            owner, _ = MarketOwner.objects.select_for_update().get_or_create(
-                market_id=market.pk
-            )
-            owner.epoch += 1
-            owner.holder = holder[:200]
-            owner.acquired_at = timezone.now()
-            owner.save(update_fields=["epoch", "holder", "acquired_at"])
-        logger.info(
-            "matcher %s took market %s at epoch %s", holder, market.code, owner.epoch
+        owner, _ = MarketOwner.objects.select_for_update().get_or_create(
+            market_id=market.pk
         )
+        owner.epoch += 1
+        owner.holder = _holder()[:200]
+        owner.acquired_at = timezone.now()
+        owner.save(update_fields=["epoch", "holder", "acquired_at"])
         return owner.epoch
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"

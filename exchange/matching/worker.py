@@ -184,13 +184,19 @@ class MatchingWorker:
             return True
 
     def _ownership_drop(self, reason: str) -> None:
-        logger.exception("matcher gives up market %s: %s", self.market_code, reason)
+        """Give the market up, close the connection, discard the books; a standby
+        whose database is unreachable waits a poll interval before retrying."""
+        was_owner = self.is_owner
+        if was_owner:
+            logger.exception("matcher gives up market %s: %s", self.market_code, reason)
+        else:
+            logger.warning("matcher standby for %s: %s", self.market_code, reason)
         self.is_owner = False
         self.is_ready = False
         self.books = {}
         self.ownership.release()
         connection.close()
-        self.stop_event.wait(self.acquire_seconds)
+        self.stop_event.wait(self.acquire_seconds if was_owner else self.poll_seconds)
 
     def _batch_failed(self, error: Exception) -> None:
         """Discard the books; retry the failed batch's requests alone, counting
@@ -276,13 +282,18 @@ class MatchingWorker:
         requests and transitions were processed.
 
         The transaction first proves ownership (``MarketOwnership.fence``, which
-        locks the ``MarketOwner`` row); raises ``OwnershipLost`` if it fails. After
+        locks the ``MarketOwner`` row); raises ``OwnershipLost`` if it fails. A
+        worker not started by ``run()`` owns the market for this transaction only
+        (``own_for_transaction``). After
         a failed batch, requests are taken one at a time, and one that failed
         alone ``request_attempts`` times is isolated instead (``isolation``)."""
         assert self.market is not None and self.is_ready
         self._batch_request_ids = []
         with transaction.atomic(durable=True):
-            self.ownership.fence()
+            if self.is_owner:
+                self.ownership.fence()
+            else:  # driven synchronously, not by run()
+                self.ownership.own_for_transaction()
             market = Market.objects.select_related("currency").get(pk=self.market.pk)
             self.market = market
             for symbol in self.symbols.values():
