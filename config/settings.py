@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "oauth2_provider",
     "channels",
+    "django_prometheus",
     "registry",
     "exchange",
     "oms",
@@ -244,6 +245,13 @@ MATCHER_IN_PROCESS = env.bool("MATCHER_IN_PROCESS", default=PROFILE == "embedded
 MATCHER_BATCH_SIZE = env.int("MATCHER_BATCH_SIZE", default=200)
 #: Seconds a matcher waits for a wake-up before polling the database anyway.
 MATCHER_POLL_SECONDS = env.float("MATCHER_POLL_SECONDS", default=1.0)
+#: Seconds between a standby matcher's tries to take its market's lock.
+MATCHER_ACQUIRE_SECONDS = env.float("MATCHER_ACQUIRE_SECONDS", default=0.1)
+#: Tries of a request alone (after its batch failed) before it is isolated.
+MATCHER_REQUEST_ATTEMPTS = env.int("MATCHER_REQUEST_ATTEMPTS", default=3)
+#: Seconds between looks for new markets (embedded ``serve``, ``run_matcher --market
+#: all``).
+MATCHER_DISCOVER_SECONDS = env.float("MATCHER_DISCOVER_SECONDS", default=5.0)
 
 #: Seconds between the stream's heartbeat frames to each WebSocket client.
 STREAM_HEARTBEAT_SECONDS = env.float("STREAM_HEARTBEAT_SECONDS", default=20.0)

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from config import metrics  # noqa: F401  (registers the matcher collector)
 from config.health import healthz, readyz
 from exchange.api import HolidayViewSet, MarketViewSet, SymbolViewSet, TradeViewSet
 from oms.api import OrderViewSet
@@ -55,5 +56,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
+    path("", include("django_prometheus.urls")),  # /metrics
     path("", include("marketdata.web_urls")),
 ]

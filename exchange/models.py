@@ -796,3 +796,7 @@ class StreamSequence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic}={self.seq}"
+
+
+# The matching workers' own records live in their own module (this one is large).
+from exchange.matcher_models import IsolatedRequest, MarketOwner  # noqa: E402, F401

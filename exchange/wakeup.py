@@ -6,12 +6,16 @@ profile (SQLite, one process) an in-process event is set on commit instead. Eith
 way the worker also polls, so a lost wake-up only delays, never loses, work.
 """
 
+import logging
 import re
 import threading
+import time
 from collections import defaultdict
 
 import psycopg
 from django.db import connection, transaction
+
+logger = logging.getLogger(__name__)
 
 _local_events: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 _local_lock = threading.Lock()
@@ -37,22 +41,49 @@ def market_notify(market_code: str) -> None:
 
 
 class MarketWaiter:
-    """Blocks until the market is notified or a timeout passes."""
+    """Blocks until the market is notified or a timeout passes.
+
+    On PostgreSQL it LISTENs on a connection of its own. Losing that connection is
+    never an error for the caller: ``wait`` reconnects with a capped exponential
+    backoff (sleeping out the timeout meanwhile, so the worker falls back to
+    polling) and reports a wake-up after reconnecting, since notifications sent
+    while it was away are lost.
+    """
+
+    backoff_first = 0.1
+    backoff_max = 5.0
 
     def __init__(self, market_code: str) -> None:
         self.market_code = market_code
+        self.is_postgresql = connection.vendor == "postgresql"
+        #: How many times the LISTEN connection was lost (for operators and tests).
+        self.disconnects = 0
         self._pg: psycopg.Connection[tuple[object, ...]] | None = None
-        if connection.vendor == "postgresql":
+        self._params: dict[str, object] = {}
+        self._backoff = self.backoff_first
+        self._next_connect = 0.0
+        if self.is_postgresql:
             params = connection.get_connection_params()
-            params.pop("cursor_factory", None)
-            params.pop("context", None)
-            params.pop("prepare_threshold", None)
-            self._pg = psycopg.connect(**params, autocommit=True)
-            self._pg.execute(f"LISTEN {_channel(market_code)}")
+            for name in ("cursor_factory", "context", "prepare_threshold"):
+                params.pop(name, None)
+            self._params = params
+            self._connect()
 
     def wait(self, timeout: float) -> bool:
-        """Return True if woken by a notification, False on timeout."""
-        if self._pg is not None:
+        """Return True if woken by a notification (or a reconnection), False on
+        timeout."""
+        if not self.is_postgresql:
+            event = _local_event(self.market_code)
+            woken = event.wait(timeout)
+            event.clear()
+            return woken
+        if self._pg is None:
+            delay = self._next_connect - time.monotonic()
+            if delay > 0:
+                time.sleep(min(timeout, delay))
+                return False
+            return self._connect()
+        try:
             woken = False
             for _ in self._pg.notifies(timeout=timeout, stop_after=1):
                 woken = True
@@ -60,12 +91,44 @@ class MarketWaiter:
             for _ in self._pg.notifies(timeout=0):
                 woken = True
             return woken
-        event = _local_event(self.market_code)
-        woken = event.wait(timeout)
-        event.clear()
-        return woken
+        except psycopg.Error:
+            logger.warning(
+                "wake-up connection of market %s lost; reconnecting",
+                self.market_code,
+                exc_info=True,
+            )
+            self.disconnects += 1
+            self.close()
+            self._next_connect = time.monotonic() + self._backoff
+            return False
+
+    def _connect(self) -> bool:
+        try:
+            pg = psycopg.connect(**self._params, autocommit=True)  # type: ignore[arg-type]
+            pg.execute(f"LISTEN {_channel(self.market_code)}")
+        except psycopg.Error:
+            logger.warning(
+                "cannot LISTEN for market %s; retrying in %.1f s",
+                self.market_code,
+                self._backoff,
+                exc_info=True,
+            )
+            self._next_connect = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+            return False
+        self._pg = pg
+        self._backoff = self.backoff_first
+        return True
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The LISTEN session's server process id (None while disconnected)."""
+        return None if self._pg is None else self._pg.info.backend_pid
 
     def close(self) -> None:
         if self._pg is not None:
-            self._pg.close()
+            try:
+                self._pg.close()
+            except psycopg.Error:
+                pass
             self._pg = None

@@ -26,12 +26,14 @@ from exchange.matching.outcome import (
     batch_hook_register,
 )
 from exchange.matching.ownership import MarketOwnership, advisory_key, market_owned
-from exchange.matching.worker import MatchingWorker, matcher_threads_start
+from exchange.matching.supervisor import MatcherSupervisor, matcher_threads_start
+from exchange.matching.worker import MatchingWorker
 
 __all__ = [
     "BatchHook",
     "BatchOutcome",
     "MarketOwnership",
+    "MatcherSupervisor",
     "MatchingWorker",
     "_batch_hooks",
     "advisory_key",

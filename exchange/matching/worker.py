@@ -3,9 +3,13 @@
 import logging
 import threading
 import time
+from collections import Counter
+from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import (
+    DatabaseError,
     InterfaceError,
     OperationalError,
     connection,
@@ -17,7 +21,8 @@ from django.utils import timezone
 from exchange import engine
 from exchange.matching.batch import _Batch
 from exchange.matching.commands import oco_orphans, restore_command
-from exchange.matching.ownership import MarketOwnership
+from exchange.matching.isolation import request_isolate, request_isolate_bare
+from exchange.matching.ownership import MarketOwnership, OwnershipLost
 from exchange.models import Market, Symbol, Trade, TradingState
 from exchange.trading import MarketTradingStates, dynamic_band, market_trading_states
 from exchange.wakeup import MarketWaiter
@@ -56,7 +61,12 @@ def _last_prices(symbols: object) -> dict[int, Decimal]:
 
 
 class MatchingWorker:
-    """Matches one market. ``run()`` blocks until ``stop_event`` is set."""
+    """Matches one market. ``run()`` blocks until ``stop_event`` is set.
+
+    ``acquire_seconds`` is how often a standby retries the market's lock;
+    ``request_attempts`` how many times a request is tried alone before it is
+    isolated (both default to their settings).
+    """
 
     def __init__(
         self,
@@ -65,73 +75,148 @@ class MatchingWorker:
         batch_size: int = 200,
         poll_seconds: float = 1.0,
         stop_event: threading.Event | None = None,
+        acquire_seconds: float | None = None,
+        request_attempts: int | None = None,
     ) -> None:
         self.market_code = market_code
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.stop_event = stop_event or threading.Event()
+        self.acquire_seconds = (
+            settings.MATCHER_ACQUIRE_SECONDS
+            if acquire_seconds is None
+            else acquire_seconds
+        )
+        self.request_attempts = (
+            settings.MATCHER_REQUEST_ATTEMPTS
+            if request_attempts is None
+            else request_attempts
+        )
         self.market: Market | None = None
         self.books: dict[int, engine.OrderBook] = {}
         self.symbols: dict[int, Symbol] = {}
         self.is_owner = False
         #: The books reflect the database (False until rebuilt, and after a failure).
         self.is_ready = False
+        #: How many times the books were rebuilt, and ownership taken (for tests and
+        #: operators).
+        self.rebuilds = 0
+        self.acquisitions = 0
+        self.ownership = MarketOwnership(market_code)
+        self.waiter: MarketWaiter | None = None
         self._last_priority = 0
         #: Live orders left out of the rebuilt book (their OCO partner ended), for
         #: the next batch to cancel.
         self.oco_orphans: set[int] = set()
         self._last_expiry_scan = 0.0
+        #: After a failed batch: the requests up to this id are retried one by one.
+        self._retry_alone_until = 0
+        #: Request id -> how many times it failed alone; and those whose isolation
+        #: itself failed.
+        self._failures: Counter[int] = Counter()
+        self._isolation_failed: set[int] = set()
+        self._last_error = ""
+        #: The ids of the requests of the batch in progress.
+        self._batch_request_ids: list[int] = []
 
     # -- life cycle ---------------------------------------------------------------
 
     def run(self) -> None:
         """Own the market, then match until stopped.
 
-        A lost database connection gives up ownership and starts again; any other
-        failure discards the in-memory books, which are rebuilt from the database
-        before the next batch.
+        Any error on the worker's connection, or a failed fence, gives up
+        ownership, closes the connection and discards the books: they are rebuilt
+        only after the market is acquired again. Any other failure of a batch
+        discards the books, and the batch's requests are retried one by one
+        (``_batch_failed``).
         """
-        ownership = MarketOwnership(self.market_code)
-        waiter: MarketWaiter | None = None
         try:
             while not self.stop_event.is_set():
                 try:
-                    if not self.is_owner:
-                        self.is_owner = ownership.try_acquire()
-                        if not self.is_owner:
-                            self.stop_event.wait(self.poll_seconds)
-                            continue
-                        logger.info("matcher owns market %s", self.market_code)
-                    if not self.is_ready:
-                        self.rebuild()
-                    if waiter is None:
-                        waiter = MarketWaiter(self.market_code)
-                    if self.process_batch() == 0:
-                        if self.expire_due() == 0:
-                            waiter.wait(self.poll_seconds)
-                except (OperationalError, InterfaceError):
-                    logger.exception("database connection lost; re-acquiring market")
-                    self.is_ready = False
-                    self.is_owner = False
-                    ownership.release()
-                    connection.close()
-                    if waiter is not None:
-                        waiter.close()
-                        waiter = None
-                    self.stop_event.wait(self.poll_seconds)
-                except Exception:
-                    logger.exception("matching batch failed; rebuilding the book")
-                    self.is_ready = False
-                    self.stop_event.wait(self.poll_seconds)
+                    if self.is_owner or self._acquire():
+                        self._step()
+                except OwnershipLost as error:
+                    self._ownership_drop(str(error))
+                except Exception as error:
+                    if self._connection_lost(error):
+                        self._ownership_drop(f"database session lost: {error!r}")
+                    else:
+                        self._batch_failed(error)
         finally:
-            if waiter is not None:
-                waiter.close()
+            if self.waiter is not None:
+                self.waiter.close()
             if self.is_owner:
-                ownership.release()
+                self.ownership.release()
             connection.close()
+
+    def _acquire(self) -> bool:
+        """Try to take the market; a standby waits ``acquire_seconds`` between
+        tries, so it takes over promptly when the owner's session ends."""
+        if not self.ownership.try_acquire():
+            self.stop_event.wait(self.acquire_seconds)
+            return False
+        self.is_owner = True
+        self.is_ready = False
+        self.acquisitions += 1
+        self._retry_alone_until = 0
+        logger.info(
+            "matcher owns market %s (epoch %s)",
+            self.market_code,
+            self.ownership.epoch,
+        )
+        return True
+
+    def _step(self) -> None:
+        if not self.is_ready:
+            self.rebuild()
+        if self.waiter is None:
+            self.waiter = MarketWaiter(self.market_code)
+        if self.process_batch() == 0 and self.expire_due() == 0:
+            self.waiter.wait(self.poll_seconds)
+
+    def _connection_lost(self, error: Exception) -> bool:
+        """Was ``error`` (or does it leave) the worker's session without the lock?
+
+        A session killed mid-transaction may surface as any database error, and
+        Django then reconnects silently, so ask the (new) session itself."""
+        if isinstance(error, OperationalError | InterfaceError):
+            return True
+        try:
+            return not self.ownership.is_held()
+        except DatabaseError:
+            return True
+
+    def _ownership_drop(self, reason: str) -> None:
+        """Give the market up, close the connection, discard the books; a standby
+        whose database is unreachable waits a poll interval before retrying."""
+        was_owner = self.is_owner
+        if was_owner:
+            logger.exception("matcher gives up market %s: %s", self.market_code, reason)
+        else:
+            logger.warning("matcher standby for %s: %s", self.market_code, reason)
+        self.is_owner = False
+        self.is_ready = False
+        self.books = {}
+        self.ownership.release()
+        connection.close()
+        self.stop_event.wait(self.acquire_seconds if was_owner else self.poll_seconds)
+
+    def _batch_failed(self, error: Exception) -> None:
+        """Discard the books; retry the failed batch's requests alone, counting
+        the failures of a request that ran alone."""
+        logger.exception("matching batch failed; rebuilding the book")
+        self.is_ready = False
+        ids = self._batch_request_ids
+        if len(ids) == 1:
+            self._failures[ids[0]] += 1
+            self._last_error = f"{error.__class__.__name__}: {error}"
+        if ids:
+            self._retry_alone_until = max(self._retry_alone_until, ids[-1])
+        self.stop_event.wait(min(self.poll_seconds, 0.1))
 
     def rebuild(self) -> None:
         """Load the market and rebuild every book from the stored resting orders."""
+        self.rebuilds += 1
         self.market = Market.objects.get(code=self.market_code)
         self.symbols = {
             s.pk: s
@@ -200,9 +285,21 @@ class MatchingWorker:
         """Take up to ``batch_size`` requests the market's trading state lets through
         and persist their outcome, together with any auction transition of a book
         (entering an auction, or the uncross when leaving one); returns how many
-        requests and transitions were processed."""
+        requests and transitions were processed.
+
+        The transaction first proves ownership (``MarketOwnership.fence``, which
+        locks the ``MarketOwner`` row); raises ``OwnershipLost`` if it fails. A
+        worker not started by ``run()`` owns the market for this transaction only
+        (``own_for_transaction``). After
+        a failed batch, requests are taken one at a time, and one that failed
+        alone ``request_attempts`` times is isolated instead (``isolation``)."""
         assert self.market is not None and self.is_ready
+        self._batch_request_ids = []
         with transaction.atomic(durable=True):
+            if self.is_owner:
+                self.ownership.fence()
+            else:  # driven synchronously, not by run()
+                self.ownership.own_for_transaction()
             market = Market.objects.select_related("currency").get(pk=self.market.pk)
             self.market = market
             for symbol in self.symbols.values():
@@ -214,7 +311,16 @@ class MatchingWorker:
                 processed_at__isnull=True,
                 kind__in=_request_kinds(states.market_state),
             )
-            requests = list(inbox.order_by("id")[: self.batch_size])
+            limit = 1 if self._retry_alone_until else self.batch_size
+            requests = list(inbox.order_by("id")[:limit])
+            if self._retry_alone_until and (
+                not requests or requests[0].pk >= self._retry_alone_until
+            ):
+                self._retry_alone_until = 0  # past the failed batch
+            if requests and self._failures[requests[0].pk] >= self.request_attempts:
+                self._isolate(market, requests[0], states, now)
+                return 1
+            self._batch_request_ids = [request.pk for request in requests]
             transitions = self._auction_transitions(states)
             if not requests and not transitions and not self.oco_orphans:
                 return 0
@@ -225,7 +331,39 @@ class MatchingWorker:
                 # what the database says.
                 self.is_ready = False
                 raise
+        self._batch_request_ids = []
         return len(requests) + len(transitions)
+
+    def _isolate(
+        self,
+        market: Market,
+        request: OrderRequest,
+        states: MarketTradingStates,
+        now: datetime,
+    ) -> None:
+        """Isolate a request that failed alone too often (in the caller's
+        transaction); if isolating it failed before, only record it."""
+        attempts = self._failures[request.pk]
+        error = self._last_error or "unknown error"
+        if request.pk in self._isolation_failed:
+            request_isolate_bare(
+                market=market, request=request, attempts=attempts, error=error
+            )
+        else:
+            # If booking the isolation fails too, the next try is the bare one.
+            self._isolation_failed.add(request.pk)
+            self._batch_request_ids = []
+            request_isolate(
+                worker=self,
+                market=market,
+                request=request,
+                states=states,
+                now=now,
+                attempts=attempts,
+                error=error,
+            )
+        del self._failures[request.pk]
+        self._isolation_failed.discard(request.pk)
 
     def _auction_transitions(self, states: MarketTradingStates) -> dict[int, bool]:
         """Symbol id -> whether its book must now be in auction mode, for the books
@@ -273,23 +411,3 @@ def _request_kinds(state: TradingState) -> list[str]:
     if state.allows_place and (state.allows_match or state.is_auction):
         kinds.append(OrderRequest.Kind.PLACE)
     return kinds
-
-
-def matcher_threads_start(stop_event: threading.Event) -> list[threading.Thread]:
-    """Start a matching thread per market (embedded profile)."""
-    from django.conf import settings
-
-    threads = []
-    for code in Market.objects.values_list("code", flat=True):
-        worker = MatchingWorker(
-            code,
-            batch_size=settings.MATCHER_BATCH_SIZE,
-            poll_seconds=settings.MATCHER_POLL_SECONDS,
-            stop_event=stop_event,
-        )
-        thread = threading.Thread(
-            target=worker.run, name=f"matcher-{code}", daemon=True
-        )
-        thread.start()
-        threads.append(thread)
-    return threads
