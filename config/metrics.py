@@ -9,6 +9,7 @@ ownership epoch (takeovers) and whether some worker owns the market now.
 """
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.db import DatabaseError, connection
 from django.db.models import Count, Min
@@ -47,18 +48,16 @@ class MatcherCollector:
             "Age of the market's oldest unprocessed order request (0 if none).",
             labels=["market"],
         )
-        inbox = {
-            row["market_id"]: row
+        inbox: dict[int, tuple[int, datetime | None]] = {
+            row["market_id"]: (row["count"], row["oldest"])
             for row in OrderRequest.objects.filter(processed_at__isnull=True)
             .values("market_id")
             .annotate(count=Count("id"), oldest=Min("created_at"))
         }
         for pk, code in codes.items():
-            row = inbox.get(pk, {"count": 0, "oldest": None})
-            waiting.add_metric([code], row["count"])
-            age = (
-                0.0 if row["oldest"] is None else (now - row["oldest"]).total_seconds()
-            )
+            count, first = inbox.get(pk, (0, None))
+            waiting.add_metric([code], count)
+            age = 0.0 if first is None else (now - first).total_seconds()
             oldest.add_metric([code], max(age, 0.0))
         yield waiting
         yield oldest

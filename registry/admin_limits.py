@@ -22,7 +22,7 @@ class WithdrawalLimitForm(forms.ModelForm):
         fields = ["asset", "daily_limit"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         asset, daily_limit = data.get("asset"), data.get("daily_limit")
         if asset is not None and daily_limit is not None:
             try:

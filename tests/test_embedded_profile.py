@@ -384,7 +384,7 @@ def test_two_commands_starting_the_embedded_database_at_once_start_one_server():
             subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE)
             for _ in range(2)
         ]
-        outputs = [starter.communicate(120)[0].decode() for starter in starters]
+        outputs = [starter.communicate(timeout=120)[0].decode() for starter in starters]
 
         # Then both succeed, on one initialised server
         assert [starter.returncode for starter in starters] == [0, 0], outputs

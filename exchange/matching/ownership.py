@@ -96,6 +96,7 @@ class MarketOwnership:
         Raises ``OwnershipLost`` if the epoch moved on or this session no longer
         holds the advisory lock."""
         assert connection.in_atomic_block
+        assert self.market_id is not None, "fence() before acquire()"
         epoch = (
             # By id: a join would lock the market row too.
             MarketOwner.objects.select_for_update()

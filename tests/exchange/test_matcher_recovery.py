@@ -43,9 +43,11 @@ def test_a_lost_wakeup_connection_is_reconnected_without_rebuilding_the_books(
         first = place(alice, alice_account, "buy", "9.00", "5")
         wait_for(lambda: status_of(first) == "working")
         waiter = worker.waiter
+        assert waiter is not None
         old_pid = waiter.backend_pid
 
         # when its LISTEN session is killed
+        assert old_pid is not None
         backend_terminate(old_pid)
         wait_for(lambda: waiter.disconnects == 1)
         wait_for(lambda: waiter.backend_pid not in (None, old_pid))

@@ -27,8 +27,10 @@ D = Decimal
 SUMMARY_KEYS = ["last", "open", "high", "low", "volume", "value_traded", "trades"]
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=SYDNEY)
+def local(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=SYDNEY)
 
 
 @pytest.fixture

@@ -803,7 +803,7 @@ class FailingSends:
     connection dropping; every other send goes through."""
 
     def __init__(self, monkeypatch, group: str, failures: int) -> None:
-        from channels_redis.core import RedisChannelLayer
+        from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]  # no stubs
 
         self.group = group
         self.failures = failures

@@ -203,6 +203,7 @@ def test_a_cancel_of_an_order_that_filled_first_is_recorded_as_refused(
     order = Order.objects.get(pk=sell["id"])
     assert (order.status, order.status_reason) == ("filled", "")
     last = OrderEvent.objects.filter(order_id=sell["id"]).last()
+    assert last is not None
     assert (last.from_status, last.to_status, last.reason) == (
         "filled",
         "filled",
@@ -238,6 +239,7 @@ def test_a_cancel_of_a_live_order_the_engine_lost_cancels_it_as_not_in_book(
         Decimal(0),
     )
     last = OrderEvent.objects.filter(order_id=buy["id"]).last()
+    assert last is not None
     assert (last.from_status, last.to_status, last.reason) == (
         "working",
         "cancelled",

@@ -161,7 +161,8 @@ def test_a_batch_waiting_for_a_new_row_holds_no_lock_a_creator_needs_next():
 
 def test_concurrent_batches_over_overlapping_keys_in_opposite_orders_never_deadlock():
     aud = factories.currency("AUD")
-    rounds, errors = 25, []
+    rounds = 25
+    errors: list[object] = []
     for _ in range(rounds):
         # given two funded accounts and one with no AUD balance row yet
         one, two = factories.account(cash="10.00"), factories.account(cash="10.00")

@@ -31,11 +31,11 @@ class Command(BaseCommand):
             stopped = embedded_db.server_stop(pgdata)
             self.stdout.write("stopped" if stopped else "not running")
         else:
-            status = embedded_db.server_status(pgdata)
-            if status is None:
+            current = embedded_db.server_status(pgdata)
+            if current is None:
                 self.stdout.write(f"not running ({pgdata})")
             else:
                 self.stdout.write(
-                    f"running (pid {status.pid}) in {pgdata}, socket "
-                    f"{status.socket_dir}/.s.PGSQL.{status.port}"
+                    f"running (pid {current.pid}) in {pgdata}, socket "
+                    f"{current.socket_dir}/.s.PGSQL.{current.port}"
                 )

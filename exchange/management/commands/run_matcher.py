@@ -42,10 +42,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        codes: list[str] | None = options["market"]
-        if codes == ["all"]:
-            codes = None
-        else:
+        requested: list[str] = options["market"]
+        codes: list[str] | None = None
+        if requested != ["all"]:
+            codes = requested
             unknown = set(codes) - set(
                 Market.objects.filter(code__in=codes).values_list("code", flat=True)
             )
