@@ -1,49 +1,34 @@
 """Waking a market's matching worker promptly when work arrives.
 
-On PostgreSQL a ``NOTIFY`` issued inside the writing transaction is delivered at
-commit, so the worker never wakes before the order is visible. In the embedded
-profile (SQLite, one process) an in-process event is set on commit instead. Either
-way the worker also polls, so a lost wake-up only delays, never loses, work.
+A ``NOTIFY`` issued inside the writing transaction is delivered at commit, so the
+worker never wakes before the order is visible (both profiles run PostgreSQL). The
+worker also polls, so a lost wake-up only delays, never loses, work.
 """
 
 import logging
 import re
-import threading
 import time
-from collections import defaultdict
 
 import psycopg
-from django.db import connection, transaction
+from django.db import connection
 
 logger = logging.getLogger(__name__)
-
-_local_events: defaultdict[str, threading.Event] = defaultdict(threading.Event)
-_local_lock = threading.Lock()
 
 
 def _channel(market_code: str) -> str:
     return "xchange_market_" + re.sub(r"[^a-z0-9_]", "_", market_code.lower())
 
 
-def _local_event(market_code: str) -> threading.Event:
-    with _local_lock:
-        return _local_events[market_code]
-
-
 def market_notify(market_code: str) -> None:
     """Wake the market's worker once the current transaction commits."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [_channel(market_code)])
-    else:
-        event = _local_event(market_code)
-        transaction.on_commit(event.set)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, '')", [_channel(market_code)])
 
 
 class MarketWaiter:
     """Blocks until the market is notified or a timeout passes.
 
-    On PostgreSQL it LISTENs on a connection of its own. Losing that connection is
+    It LISTENs on a connection of its own. Losing that connection is
     never an error for the caller: ``wait`` reconnects with a capped exponential
     backoff (sleeping out the timeout meanwhile, so the worker falls back to
     polling) and reports a wake-up after reconnecting, since notifications sent
@@ -55,28 +40,21 @@ class MarketWaiter:
 
     def __init__(self, market_code: str) -> None:
         self.market_code = market_code
-        self.is_postgresql = connection.vendor == "postgresql"
         #: How many times the LISTEN connection was lost (for operators and tests).
         self.disconnects = 0
         self._pg: psycopg.Connection[tuple[object, ...]] | None = None
         self._params: dict[str, object] = {}
         self._backoff = self.backoff_first
         self._next_connect = 0.0
-        if self.is_postgresql:
-            params = connection.get_connection_params()
-            for name in ("cursor_factory", "context", "prepare_threshold"):
-                params.pop(name, None)
-            self._params = params
-            self._connect()
+        params = connection.get_connection_params()
+        for name in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(name, None)
+        self._params = params
+        self._connect()
 
     def wait(self, timeout: float) -> bool:
         """Return True if woken by a notification (or a reconnection), False on
         timeout."""
-        if not self.is_postgresql:
-            event = _local_event(self.market_code)
-            woken = event.wait(timeout)
-            event.clear()
-            return woken
         if self._pg is None:
             delay = self._next_connect - time.monotonic()
             if delay > 0:

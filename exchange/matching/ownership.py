@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import threading
-from collections import defaultdict
 
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
@@ -22,9 +21,6 @@ from django.utils import timezone
 from exchange.models import Market, MarketOwner
 
 logger = logging.getLogger(__name__)
-
-
-_local_owners: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
 _HELD_BY_ME = (
     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
@@ -51,28 +47,25 @@ def _key_parts(market_code: str) -> list[int]:
 
 def market_owned(market_code: str) -> bool:
     """Does some matching worker own the market right now?"""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-                " AND granted AND classid = %s AND objid = %s AND objsubid = 1"
-                " AND database = (SELECT oid FROM pg_database"
-                " WHERE datname = current_database()))",
-                _key_parts(market_code),
-            )
-            return bool(cursor.fetchone()[0])
-    return _local_owners[market_code].locked()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND granted AND classid = %s AND objid = %s AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()))",
+            _key_parts(market_code),
+        )
+        return bool(cursor.fetchone()[0])
 
 
 class MarketOwnership:
-    """One worker's claim on one market: the advisory lock (or, on SQLite, a
-    process-local lock) and the epoch it took when it acquired it."""
+    """One worker's claim on one market: the advisory lock and the epoch it took
+    when it acquired it."""
 
     def __init__(self, market_code: str) -> None:
         self.market_code = market_code
         self.epoch: int | None = None
         self.market_id: int | None = None
-        self._local: threading.Lock | None = None
 
     def try_acquire(self) -> bool:
         """Take the market if nobody holds it, and bump its epoch.
@@ -124,27 +117,18 @@ class MarketOwnership:
         transaction, so a running owner's next batch fails its fence and rebuilds.
         Raises ``OwnershipLost`` if another worker owns the market."""
         assert connection.in_atomic_block
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_try_advisory_xact_lock(%s)",
-                    [advisory_key(self.market_code)],
-                )
-                taken = bool(cursor.fetchone()[0])
-        else:
-            taken = (
-                self._local is not None or not _local_owners[self.market_code].locked()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_try_advisory_xact_lock(%s)",
+                [advisory_key(self.market_code)],
             )
+            taken = bool(cursor.fetchone()[0])
         if not taken:
             raise OwnershipLost(f"market {self.market_code} has another owner")
         self.epoch = self._epoch_bump_in_transaction()
 
     def is_held(self) -> bool:
         """Does this worker's current database session hold the market's lock?"""
-        if self._local is not None:
-            return True
-        if connection.vendor != "postgresql":
-            return False
         with connection.cursor() as cursor:
             cursor.execute(_HELD_BY_ME, _key_parts(self.market_code))
             return bool(cursor.fetchone()[0])
@@ -152,10 +136,7 @@ class MarketOwnership:
     def release(self) -> None:
         """Give the market up (best effort: a dead session has released it)."""
         self.epoch = None
-        if self._local is not None:
-            self._local.release()
-            self._local = None
-        elif connection.vendor == "postgresql" and connection.connection is not None:
+        if connection.connection is not None:
             try:
                 with connection.cursor() as cursor:
                     cursor.execute(
@@ -166,17 +147,11 @@ class MarketOwnership:
                 pass
 
     def _lock(self) -> bool:
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_try_advisory_lock(%s)", [advisory_key(self.market_code)]
-                )
-                return bool(cursor.fetchone()[0])
-        lock = _local_owners[self.market_code]
-        if lock.acquire(blocking=False):
-            self._local = lock
-            return True
-        return False
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_try_advisory_lock(%s)", [advisory_key(self.market_code)]
+            )
+            return bool(cursor.fetchone()[0])
 
     def _epoch_bump(self) -> int:
         with transaction.atomic(durable=True):

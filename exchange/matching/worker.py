@@ -45,17 +45,6 @@ def _last_prices(symbols: object) -> dict[int, Decimal]:
         .order_by("symbol_id", "-seq")
         .distinct("symbol_id")
         .values_list("symbol_id", "price")
-        if connection.vendor == "postgresql"
-        else [
-            (
-                symbol_id,
-                Trade.objects.filter(symbol_id=symbol_id)
-                .order_by("-seq")
-                .values_list("price", flat=True)
-                .first(),
-            )
-            for symbol_id in ids
-        ]
     )
     return {symbol_id: price for symbol_id, price in last if price is not None}
 
