@@ -26,8 +26,8 @@ from tests.faults.invariants import assert_invariants
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-TERMINATIONS = scale(6, 30)
-TERMINATE_EVERY_SECONDS = scale(1.5, 1.0)
+TERMINATIONS = scale(10, 30)
+TERMINATE_EVERY_SECONDS = scale(1.2, 1.0)
 CLIENTS = 4
 
 
@@ -138,6 +138,8 @@ def test_terminating_the_workers_sessions_mid_flow_loses_and_repeats_nothing(
             "client_errors": len(flow.acks.unexpected),
         },
     )
+    # still the owner, by the advisory lock: a worker matching on a session that
+    # does not hold it is unfenced (another worker could take the market)
     assert (alive, holders) == (True, 1)
     assert ownerships >= 2  # it lost the market and took it back itself
     assert flow.acks.unexpected == []
