@@ -9,7 +9,7 @@ import pytest
 
 from oms.models import OrderRequest
 from tests.conftest import wait_for
-from tests.faults.conftest import traders
+from tests.faults.conftest import Trader, traders
 from tests.faults.harness import (
     Acknowledgements,
     MatcherProcess,
@@ -38,7 +38,7 @@ EXPECTED = {
 
 
 class Storm:
-    def __init__(self, port: int, accounts: list) -> None:
+    def __init__(self, port: int, accounts: list[Trader]) -> None:
         self.port = port
         self.accounts = accounts
         self.acks = Acknowledgements()
@@ -62,7 +62,9 @@ class Storm:
         for rest in rests.values():
             rest.close()
 
-    def place(self, rest, trader, rng, client_order_id) -> None:
+    def place(
+        self, rest: RestClient, trader: Trader, rng: random.Random, client_order_id: str
+    ) -> None:
         body = limit_body(
             trader.account.pk,
             rng.choice(["buy", "sell"]),
@@ -76,12 +78,12 @@ class Storm:
             with self.acks.lock:
                 self.open_orders[trader.account.pk].append(reply.body["id"])
 
-    def _some_order(self, trader, rng) -> int | None:
+    def _some_order(self, trader: Trader, rng: random.Random) -> int | None:
         with self.acks.lock:
             mine = self.open_orders[trader.account.pk]
             return rng.choice(mine) if mine else None
 
-    def amend(self, rest, trader, rng) -> None:
+    def amend(self, rest: RestClient, trader: Trader, rng: random.Random) -> None:
         order_id = self._some_order(trader, rng)
         if order_id is None:
             return
@@ -96,14 +98,14 @@ class Storm:
         if reply.status == 409:
             self.forget(trader, order_id)
 
-    def forget(self, trader, order_id: int) -> None:
+    def forget(self, trader: Trader, order_id: int) -> None:
         """A finished order is not worth amending again."""
         with self.acks.lock:
             mine = self.open_orders[trader.account.pk]
             if order_id in mine:
                 mine.remove(order_id)
 
-    def cancel(self, rest, trader, rng) -> None:
+    def cancel(self, rest: RestClient, trader: Trader, rng: random.Random) -> None:
         order_id = self._some_order(trader, rng)
         if order_id is None:
             return
@@ -112,7 +114,7 @@ class Storm:
             self.acks.cancels([order_id])
         self.forget(trader, order_id)
 
-    def cancel_all(self, rest, trader, rng) -> None:
+    def cancel_all(self, rest: RestClient, trader: Trader, rng: random.Random) -> None:
         body = {"account": trader.account.pk}
         if rng.random() < 0.5:
             body["side"] = rng.choice(["buy", "sell"])

@@ -10,7 +10,7 @@ import pytest
 
 from oms.models import OrderRequest
 from tests.conftest import wait_for
-from tests.faults.conftest import traders
+from tests.faults.conftest import Trader, traders
 from tests.faults.harness import (
     MatcherProcess,
     RestClient,
@@ -39,7 +39,7 @@ class Storm:
     however slow the machine.
     """
 
-    def __init__(self, port: int, accounts: list, duration: float) -> None:
+    def __init__(self, port: int, accounts: list[Trader], duration: float) -> None:
         self.port = port
         self.accounts = accounts
         self.interval = duration * CLIENTS / ORDERS
@@ -53,7 +53,7 @@ class Storm:
     def client(self, index: int) -> None:
         rng = random.Random(index)
         clients: dict[int, RestClient] = {}
-        mine: list[int] = []
+        mine: list[tuple[int, Trader]] = []
         start = time.monotonic()
         for i in range(3 * ORDERS // CLIENTS):
             if i >= ORDERS // CLIENTS and self.done.is_set():
@@ -69,7 +69,14 @@ class Storm:
         for rest in clients.values():
             rest.close()
 
-    def place(self, rest, trader, mine, rng, client_order_id) -> None:
+    def place(
+        self,
+        rest: RestClient,
+        trader: Trader,
+        mine: list[tuple[int, Trader]],
+        rng: random.Random,
+        client_order_id: str,
+    ) -> None:
         body = limit_body(
             trader.account.pk,
             rng.choice(["buy", "sell"]),
@@ -88,7 +95,13 @@ class Storm:
         elif reply.status != 422:
             self.failures.append(("place", reply.status, reply.body))
 
-    def cancel(self, rest, trader, mine, rng) -> None:
+    def cancel(
+        self,
+        rest: RestClient,
+        trader: Trader,
+        mine: list[tuple[int, Trader]],
+        rng: random.Random,
+    ) -> None:
         order_id, owner = mine.pop(rng.randrange(len(mine)))
         if owner is not trader:
             rest = RestClient(self.port, owner.token)
