@@ -8,6 +8,7 @@ every problem under ``errors``.
 from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework import exceptions, pagination
@@ -16,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from oms.retry import is_session_lost
 from oms.services import OrderError
 from registry.ledger import LedgerError
 from registry.services import RegistryError
@@ -82,6 +84,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             error_body(exc.error_code, str(exc.detail), exc.field),
             status=exc.status_code,
         )
+    if isinstance(exc, OperationalError | InterfaceError) and is_session_lost(exc):
+        # The database session went away under the request (nothing it wrote
+        # committed unless a retried service says so): the client may retry.
+        connection.close()
+        unavailable = Response(
+            error_body(
+                "database_unavailable", "The database is unavailable; try again."
+            ),
+            status=503,
+        )
+        unavailable["Retry-After"] = "1"
+        return unavailable
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -5,6 +5,7 @@ acknowledged only after the transaction that stores it, its first event, its
 reservation and its matching request has committed.
 """
 
+import dataclasses
 import uuid
 from datetime import datetime, time, timedelta
 from decimal import Decimal
@@ -92,17 +93,29 @@ def day_order_expiry(market: Market, now: datetime) -> datetime:
     return midnight
 
 
-@retry_on_conflict
 def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
     """Place an order. Returns the stored order (``created=False`` for a resubmission
     of the same ``client_order_id`` and body). Raises ``OrderError``; on error
-    nothing is stored and nothing is held.
+    nothing is stored and nothing is held. A lock conflict or a lost database
+    session is retried (``oms.retry``) under the same ``client_order_id`` (one is
+    made up here if the client gave none), so a retry after a commit whose answer
+    was lost returns that order instead of placing it twice.
 
     Side effects on commit: wakes the market's matching worker and publishes the
     order on the account's ``orders`` stream.
     """
-    account = account_for_trading(user=user, account_id=spec.account_id)
     if spec.client_order_id:
+        return _order_place(user=user, spec=spec, look_up=True)
+    spec = dataclasses.replace(spec, client_order_id=uuid.uuid4().hex)
+    # A made-up id cannot have been used before: the unique constraint catches
+    # the retry of a placement that did commit.
+    return _order_place(user=user, spec=spec, look_up=False)
+
+
+@retry_on_conflict
+def _order_place(*, user: User, spec: OrderSpec, look_up: bool) -> PlaceResult:
+    account = account_for_trading(user=user, account_id=spec.account_id)
+    if look_up:
         existing = _existing(account, spec)
         if existing is not None:
             return existing
@@ -111,7 +124,7 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
     held_asset, held_amount, rates = order_reservation(
         account=account, symbol=symbol, spec=spec, price=price
     )
-    client_order_id = spec.client_order_id or uuid.uuid4().hex
+    client_order_id = spec.client_order_id
     try:
         with transaction.atomic(durable=True):
             order = _store(
@@ -127,7 +140,7 @@ def order_place(*, user: User, spec: OrderSpec) -> PlaceResult:
             )
     except IntegrityError:
         # A concurrent request with the same client_order_id won the race.
-        existing = _existing(account, spec) if spec.client_order_id else None
+        existing = _existing(account, spec)
         if existing is None:
             raise
         return existing

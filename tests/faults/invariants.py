@@ -163,7 +163,7 @@ def _replay_command(
     book: engine.OrderBook,
     filled: dict[int, int],
     originals: Originals,
-) -> object:
+) -> engine.Command:
     order = request.order
     if request.kind == OrderRequest.Kind.PLACE:
         command = new_order_command(order, symbol, book)

@@ -47,6 +47,7 @@ def test_it_catches_a_lost_acknowledged_cancel(traded):
 def test_it_catches_a_rebuilt_book_out_of_time_priority(traded):
     # the second sell stored ahead of the first: a restart would rank them wrong
     first = Order.objects.get(pk=traded["first"])
+    assert first.priority is not None
     Order.objects.filter(pk=traded["second"]).update(priority=first.priority - 1)
     with pytest.raises(AssertionError, match="first_difference"):
         assert_invariants(placed=traded.values())

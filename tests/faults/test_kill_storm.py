@@ -1,6 +1,7 @@
 """Kill storm: order entry and cancels over REST while the owning matching worker is
 SIGKILLed again and again, with a standby taking over each time."""
 
+import functools
 import random
 import threading
 import time
@@ -164,8 +165,8 @@ def test_a_kill_storm_loses_no_acknowledged_order_or_cancel_and_duplicates_no_fi
             time.sleep(KILL_EVERY_SECONDS)
             # the standby that took over last time owns the market by now, and
             # the new standby is up (a Django boot takes seconds on a busy box)
-            wait_for(lambda owner=active: owner.owns_market, timeout=60)
-            wait_for(lambda next_=standby: next_.is_booted, timeout=60)
+            wait_for(functools.partial(getattr, active, "owns_market"), timeout=60)
+            wait_for(functools.partial(getattr, standby, "is_booted"), timeout=60)
             kill_times.append(time.time())
             active.kill()
             killed = active
