@@ -41,7 +41,11 @@ def is_session_lost(error: BaseException) -> bool:
     if isinstance(error, InterfaceError):
         return True
     sqlstate = getattr(error.__cause__, "sqlstate", None)
-    if sqlstate in _SESSION_LOST_SQLSTATES or str(sqlstate).startswith("08"):
+    if sqlstate is None or sqlstate in _SESSION_LOST_SQLSTATES:
+        # The server names every error it raises with a SQLSTATE; an error
+        # without one is the client's: the connection failed.
+        return True
+    if sqlstate.startswith("08"):
         return True
     return connection.connection is None or not connection.is_usable()
 

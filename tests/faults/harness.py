@@ -160,7 +160,10 @@ class MatcherProcess(Process):
     @property
     def is_booted(self) -> bool:
         """Django is up and the worker loop runs (as owner or standby)."""
-        return self.log_text().startswith("matching ")
+        # Its worker threads may log before the command prints "matching ...".
+        return any(
+            line.startswith("matching ") for line in self.log_text().splitlines()
+        )
 
     @property
     def owned_at(self) -> float:

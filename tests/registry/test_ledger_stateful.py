@@ -191,6 +191,7 @@ class MoneyMachine(RuleBasedStateMachine):
             assert error.code in {
                 "order_not_open",
                 "not_amendable",
+                "nothing_to_amend",
                 "quantity_below_filled",
                 "insufficient_funds",
                 "insufficient_holdings",
