@@ -362,6 +362,20 @@ def _order_for_trading(user: User, order_id: int, *, lock: bool = False) -> Orde
     return order
 
 
+def _amend_names_price(order: Order, amend: AmendSpec, price: Decimal) -> bool:
+    """Does the amend request carry a price for the worker? A new one, or the
+    stored one named again while an earlier amend waits (the worker applies that
+    one first, and it may move the price)."""
+    if price != order.price:
+        return True
+    return (
+        amend.price is not None
+        and OrderRequest.objects.filter(
+            order=order, kind=OrderRequest.Kind.AMEND, processed_at__isnull=True
+        ).exists()
+    )
+
+
 @retry_on_conflict
 def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
     """Ask the matching worker to amend an open order.
@@ -406,7 +420,7 @@ def order_amend(*, user: User, order_id: int, amend: AmendSpec) -> Order:
             order=order,
             kind=OrderRequest.Kind.AMEND,
             quantity=amend.quantity,
-            price=price if price != order.price else None,
+            price=price if _amend_names_price(order, amend, price) else None,
             stop_price=amend.stop_price,
             requested_by_id=user.pk,
         )

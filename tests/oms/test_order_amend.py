@@ -255,3 +255,29 @@ def test_amending_back_while_an_amend_waits_is_not_nothing_to_amend(
             "quantity", flat=True
         )
     ) == [D(8), D(10)]
+
+
+def test_amending_the_price_back_while_an_amend_waits_ends_at_the_last_price(
+    bob_client, bob_account
+):
+    # given a resting buy at 10.00 whose amend to 10.02 the worker has not applied
+    order = place(bob_client, bob_account, side="buy", price="10.00", quantity="10")
+    match_now()
+    assert amend(bob_client, order, price="10.02").status_code == 202
+
+    # when the client moves it back to 10.00 before the worker runs, then it runs
+    assert amend(bob_client, order, price="10.00").status_code == 202
+    match_now()
+
+    # then the order rests at the last price asked for, holding exactly that
+    stored = Order.objects.get(pk=order["id"])
+    assert (stored.status, stored.price, stored.held_amount) == (
+        "working",
+        D("10.00"),
+        D("100.00"),
+    )
+    assert list(
+        OrderRequest.objects.filter(order_id=order["id"], kind="amend").values_list(
+            "price", flat=True
+        )
+    ) == [D("10.02"), D("10.00")]
