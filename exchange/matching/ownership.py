@@ -30,6 +30,17 @@ _HELD_BY_ME = (
 )
 
 
+#: The fence in one statement: the owner row's lock and epoch, and whether this
+#: very session holds the market's advisory lock.
+_FENCE = (
+    "SELECT epoch, EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+    " AND granted AND pid = pg_backend_pid() AND classid = %s AND objid = %s"
+    " AND objsubid = 1 AND database = (SELECT oid FROM pg_database"
+    " WHERE datname = current_database()))"
+    " FROM exchange_marketowner WHERE market_id = %s FOR UPDATE"
+)
+
+
 class OwnershipLost(Exception):
     """This worker no longer owns the market: its batch must not be persisted."""
 
@@ -90,19 +101,18 @@ class MarketOwnership:
         holds the advisory lock."""
         assert connection.in_atomic_block
         assert self.market_id is not None, "fence() before acquire()"
-        epoch = (
-            # By id: a join would lock the market row too.
-            MarketOwner.objects.select_for_update()
-            .filter(market_id=self.market_id)
-            .values_list("epoch", flat=True)
-            .first()
-        )
+        # One statement: the row lock (by id: a join would lock the market row
+        # too), the epoch, and whether this very session holds the lock.
+        with connection.cursor() as cursor:
+            cursor.execute(_FENCE, [*_key_parts(self.market_code), self.market_id])
+            row = cursor.fetchone()
+        epoch, held = (None, False) if row is None else row
         if self.epoch is None or epoch != self.epoch:
             raise OwnershipLost(
                 f"ownership lost: market {self.market_code} is at epoch {epoch},"
                 f" this worker holds epoch {self.epoch}"
             )
-        if not self.is_held():
+        if not held:
             raise OwnershipLost(
                 f"ownership lost: this session no longer holds the lock of market"
                 f" {self.market_code} (epoch {self.epoch})"
