@@ -18,22 +18,22 @@ ENV = dict(
 )
 
 
-def fresh_database() -> None:
-    """Drop and recreate the bench database, migrate, load the demo data, and set
-    up Django in this process against it."""
+def fresh_database(db_name: str = DB_NAME, env: dict[str, str] = ENV) -> None:
+    """Drop and recreate the bench database (``db_name``, reached with ``env``),
+    migrate, load the demo data, and set up Django in this process against it."""
     psql = ["-h", "127.0.0.1", "-U", "postgres"]
-    subprocess.run(["dropdb", *psql, "--if-exists", DB_NAME], check=True)
-    subprocess.run(["createdb", *psql, DB_NAME], check=True)
+    subprocess.run(["dropdb", *psql, "--if-exists", db_name], check=True)
+    subprocess.run(["createdb", *psql, db_name], check=True)
     py = sys.executable
-    subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=ENV, check=True)
+    subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run(
         [py, "manage.py", "demo_data"],
         cwd=ROOT,
-        env=ENV,
+        env=env,
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    os.environ.update(ENV)
+    os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     import django
 

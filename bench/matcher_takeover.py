@@ -24,6 +24,10 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import fresh_database
+
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = os.environ.get("TAKEOVER_DATABASE", "xchange_takeover")
 ENV = dict(
@@ -34,26 +38,6 @@ ENV = dict(
     MATCHER_IN_PROCESS="false",
     LOG_LEVEL="INFO",
 )
-
-
-def database_fresh() -> None:
-    psql = ["-h", "127.0.0.1", "-U", "postgres"]
-    subprocess.run(["dropdb", *psql, "--if-exists", DB_NAME], check=True)
-    subprocess.run(["createdb", *psql, DB_NAME], check=True)
-    py = sys.executable
-    subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=ENV, check=True)
-    subprocess.run(
-        [py, "manage.py", "demo_data"],
-        cwd=ROOT,
-        env=ENV,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    os.environ.update(ENV)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def matcher_start(poll_seconds: float, log: Path) -> subprocess.Popen[bytes]:
@@ -85,7 +69,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=18)
     parser.add_argument("--poll-seconds", type=float, default=1.0)
     options = parser.parse_args()
-    database_fresh()
+    fresh_database(DB_NAME, ENV)
 
     from django.contrib.auth import get_user_model
 
